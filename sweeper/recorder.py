@@ -1,0 +1,297 @@
+"""The driver-side Tune callback: progress lines, MLflow runs and Parquet rows.
+
+Trials only report; this callback, running in the sweep driver, turns those
+reports into the durable record. One MLflow run per trial attempt (a retried or
+resumed attempt gets a new run; the dead one ends FAILED/KILLED), one Parquet
+summary row and one curves file per attempt, written atomically when the
+attempt ends. Progress goes to the terminal: which trial started with which
+configuration, its latest metric, and how many trials are done, running, left.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from sweeper import results
+from sweeper.tracking import RunHandle, Tracker
+from sweeper.trial import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
+
+SUMMARY_SKIP = {"history_json", "trial_status", OBJECTIVE}
+
+
+class SweepRecorder(Callback):
+    def __init__(
+        self,
+        *,
+        sweep: str,
+        sweep_path: Path,
+        ctx: TrialContext,
+        metrics: list[str],
+        directions: dict[str, str],
+        tracker: Tracker | None,
+        parent: RunHandle | None,
+        total_trials: int,
+        progress: Callable[[str], None] = print,
+        progress_every_s: float = 5.0,
+    ):
+        self.sweep = sweep
+        self.sweep_path = Path(sweep_path)
+        self.ctx = ctx
+        self.metrics = metrics
+        self.directions = directions
+        self.tracker = tracker
+        self.parent = parent
+        self.total = total_trials
+        self.say = progress
+        self.progress_every_s = progress_every_s
+        self._runs: dict[str, RunHandle] = {}
+        self._attempt: dict[str, int] = {}
+        self._started: dict[str, datetime] = {}
+        self._history: dict[str, dict[int, dict[str, float]]] = {}
+        self._last: dict[str, dict[str, Any]] = {}
+        self._numbers: dict[str, int] = {}
+        self._finished: set[str] = set()
+        self._last_print: dict[str, float] = {}
+        self.best: tuple[float, str] | None = None
+        self.counts = {s: 0 for s in results.STATUSES}
+        self._existing_attempts = self._scan_attempts()
+
+    # --- helpers --------------------------------------------------------------------------
+    def _scan_attempts(self) -> dict[str, int]:
+        """Attempts already on disk (a resumed sweep): new attempts number after them."""
+        out: dict[str, int] = {}
+        for f in (self.sweep_path / "trials").glob("*.parquet"):
+            stem = f.stem
+            if stem.startswith(".") or "-a" not in stem:
+                continue
+            tid, _, a = stem.rpartition("-a")
+            if a.isdigit():
+                out[tid] = max(out.get(tid, 0), int(a))
+        return out
+
+    def _number(self, trial_id: str) -> int:
+        if trial_id not in self._numbers:
+            self._numbers[trial_id] = len(self._numbers) + 1
+        return self._numbers[trial_id]
+
+    def _params(self, trial: Any) -> dict[str, Any]:
+        return trial_config(dict(trial.config), self.ctx)
+
+    def _searched(self, trial: Any) -> str:
+        cfg = {k: v for k, v in trial.config.items() if not k.startswith("__")}
+        cfg["seed"] = self.ctx.seeds[int(trial.config.get(INDEX_KEY, 0)) % len(self.ctx.seeds)]
+        return " ".join(f"{k}={_fmt(v)}" for k, v in cfg.items())
+
+    def _status_line(self) -> str:
+        done = sum(self.counts.values())
+        running = len(self._runs) - len(self._finished & set(self._runs))
+        left = max(self.total - done - running, 0)
+        best = f" | best {self.ctx.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else ""
+        return f"done {done}/{self.total}, running {running}, left {left}{best}"
+
+    # --- Tune hooks -----------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tid = trial.trial_id
+        if tid in self._runs and not self._runs[tid].ended and self.tracker is not None:
+            self.tracker.end_run(self._runs[tid], "FAILED")  # a retried attempt: the old one died
+        self._attempt[tid] = self._attempt.get(tid, self._existing_attempts.get(tid, 0)) + 1
+        self._started[tid] = datetime.now(UTC)
+        self._finished.discard(tid)
+        params = self._params(trial)
+        n = self._number(tid)
+        if self.tracker is not None:
+            tags = {
+                "trial_id": tid,
+                "normalizer": str(params.get("normalizer", "")),
+                "scale": str(params.get("scale", "")),
+                "status": "running",
+                "attempt": str(self._attempt[tid]),
+                "snsweep.role": "trial",
+            }
+            self._runs[tid] = self.tracker.start_run(
+                f"{tid}-a{self._attempt[tid]}",
+                tags,
+                {**params, "trial_id": tid, "sweep": self.sweep},
+                parent=self.parent,
+            )
+        else:
+            self._runs[tid] = RunHandle(name=tid, tags={})
+        again = f" (attempt {self._attempt[tid]})" if self._attempt[tid] > 1 else ""
+        self.say(f"  > trial {n} [{tid}] started{again}: {self._searched(trial)}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        tid = trial.trial_id
+        step = int(result.get("step", 0))
+        metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if k not in SUMMARY_SKIP
+            and k not in ("step", "iterations")
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and _is_train_metric(k)
+        }
+        self._history.setdefault(tid, {})[step] = metrics
+        self._last[tid] = result
+        if self.tracker is not None and tid in self._runs:
+            self.tracker.log_metrics(self._runs[tid], metrics, step)
+        now = time.monotonic()
+        if result.get("trial_status") == "running" and now - self._last_print.get(tid, 0) >= self.progress_every_s:
+            self._last_print[tid] = now
+            value = metrics.get(self.ctx.metric)
+            shown = f"{self.ctx.metric}={value:.4g}" if value is not None else "no metric yet"
+            self.say(f"    trial {self._number(tid)} step {step}/{result.get('iterations', '?')}: {shown}")
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        if self.tracker is None or trial.trial_id not in self._runs:
+            return
+        step = int(self._last.get(trial.trial_id, {}).get("step", 0))
+        try:
+            with checkpoint.as_directory() as d:
+                preview = Path(d) / "samples.png"
+                if preview.exists():
+                    # copy out: the checkpoint dir may be removed when a newer one replaces it
+                    keep = self.sweep_path / "samples" / trial.trial_id / f"step_{step:08d}.png"
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                    keep.write_bytes(preview.read_bytes())
+                    self.tracker.log_artifact(self._runs[trial.trial_id], keep, "samples")
+        except Exception as e:  # noqa: BLE001 - a missing preview must never fail the sweep
+            self.say(f"    (could not log samples of {trial.trial_id}: {e})")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = self._last.get(trial.trial_id, {})
+        status = last.get("trial_status", "")
+        if status not in ("completed", "diverged"):
+            status = "stopped_early"  # a scheduler (ASHA) ended it before its budget
+        self._finish(trial, status, "")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "failed", _error_text(trial))
+
+    # --- the durable record ----------------------------------------------------------------
+    def _finish(self, trial: Any, status: str, error: str) -> None:
+        tid = trial.trial_id
+        if tid in self._finished:
+            return
+        self._finished.add(tid)
+        last = self._last.get(tid, {})
+        history = _history_from(last) or [
+            {"step": float(s), **m} for s, m in sorted(self._history.get(tid, {}).items())
+        ]
+        if status == "diverged" and not error:
+            error = f"diverged at step {last.get('step')}"
+        params = self._params(trial)
+        attempt = self._attempt.get(tid, 1)
+        run = self._runs.get(tid)
+        row = self._row(tid, attempt, status, error, params, history, last, run)
+        results.write_trial(self.sweep_path, row, self.metrics)
+        results.write_curves(self.sweep_path, tid, attempt, history)
+        self.counts[status] += 1
+        final = row.get(f"final_{self.ctx.metric}")
+        if status == "completed" and final is not None and math.isfinite(final):
+            maximize = self.directions.get(self.ctx.metric, "max") == "max"
+            if self.best is None or (final > self.best[0] if maximize else final < self.best[0]):
+                self.best = (final, f"trial {self._number(tid)}")
+        if self.tracker is not None and run is not None:
+            self.tracker.set_tags(run, {"status": status})
+            if error:
+                self.tracker.log_text(run, error, "error.txt")
+            self.tracker.end_run(run, "FAILED" if status == "failed" else "FINISHED")
+        shown = f"{self.ctx.metric}={final:.4g}" if isinstance(final, float) and math.isfinite(final) else ""
+        mark = {"completed": "ok", "diverged": "DIVERGED", "stopped_early": "stopped", "failed": "FAILED"}[status]
+        detail = f" {error.splitlines()[0][:160]}" if status == "failed" and error else ""
+        self.say(f"  {mark} trial {self._number(tid)} [{tid}] {status} {shown}{detail} | {self._status_line()}")
+
+    def _row(
+        self,
+        tid: str,
+        attempt: int,
+        status: str,
+        error: str,
+        params: dict[str, Any],
+        history: list[dict[str, float]],
+        last: dict[str, Any],
+        run: RunHandle | None,
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        started = self._started.get(tid, now)
+        row: dict[str, Any] = {
+            "sweep": self.sweep,
+            "trial_id": tid,
+            "attempt": attempt,
+            "status": status,
+            "error": error,
+            "steps_done": int(last.get("step", 0)) if last else 0,
+            "wall_seconds": (now - started).total_seconds(),
+            "started_at": started,
+            "finished_at": now,
+            "host": str(last.get("hostname") or socket.gethostname()),
+            "mlflow_run_id": run.run_id if run is not None else None,
+            "config_json": json.dumps(params, sort_keys=True, default=str),
+        }
+        for col in ("dataset", "model", "normalizer", "scale", "lr_g", "lr_d", "beta1", "beta2",
+                    "n_dis", "batch_size", "seed", "iterations"):  # fmt: skip
+            row[col] = params.get(col, _default(col))
+        for col in ("scale", "lr_g", "lr_d", "beta1", "beta2"):
+            row[col] = float(row[col])
+        for m in self.metrics:
+            vals = [(int(h["step"]), h[m]) for h in history if m in h and math.isfinite(h[m])]
+            row[f"final_{m}"] = float(history[-1][m]) if history and m in history[-1] else None
+            if vals:
+                pick = max if self.directions.get(m, "max") == "max" else min
+                step, value = pick(vals, key=lambda sv: sv[1])
+                row[f"best_{m}"], row[f"best_{m}_step"] = float(value), step
+            else:
+                row[f"best_{m}"], row[f"best_{m}_step"] = None, None
+        return row
+
+
+def _history_from(last: dict[str, Any]) -> list[dict[str, float]]:
+    text = last.get("history_json")
+    if not text:
+        return []
+    return [{k: float(v) for k, v in h.items()} for h in json.loads(text)]
+
+
+def _is_train_metric(key: str) -> bool:
+    """Tune adds its own bookkeeping keys to every result; keep only the trainer's."""
+    return key not in {
+        "time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "pid", "time_since_restore",
+        "iterations_since_restore", "done", "node_ip", "hostname", "date", "experiment_id", "trial_id",
+        "checkpoint_dir_name", "should_checkpoint",
+    }  # fmt: skip
+
+
+def _default(col: str) -> Any:
+    from trainers.config import TrainConfig
+
+    return getattr(TrainConfig(), col)
+
+
+def _error_text(trial: Any) -> str:
+    """The exception of a failed trial, last line first (the useful part of a traceback)."""
+    text = ""
+    for attr in ("error_file", "pickled_error_file"):
+        path = getattr(trial, attr, None)
+        if path and Path(path).is_file() and attr == "error_file":
+            text = Path(path).read_text(errors="replace")
+            break
+    if not text:
+        text = str(getattr(trial, "error_msg", "") or "trial failed")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] + "\n" + "\n".join(lines[:-1]))[:4000] if lines else "trial failed"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

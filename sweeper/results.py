@@ -1,0 +1,194 @@
+"""Parquet results: the v1 trial-summary schema, atomic writes, and ``load``.
+
+Layout (contract)::
+
+    <results_dir>/<sweep>/sweep.json            resolved spec, versions, git commit, start time
+    <results_dir>/<sweep>/trials/<trial>-a<attempt>.parquet   one row per trial attempt
+    <results_dir>/<sweep>/curves/<trial>-a<attempt>.parquet   long format: trial_id, step, metric, value
+    <results_dir>/<sweep>/report/               report.md, report.html, figures
+
+Every file is written under a temporary name starting with ``.`` and renamed
+into place, so readers (pandas, DuckDB, a concurrent report) never see half a
+file, and ``load`` ignores leftovers of a crash. Column types never change
+between files: floats are float64 even when a value happens to be integral.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+STATUSES = ("completed", "diverged", "stopped_early", "failed")
+
+# The fixed v1 columns, in order. Metric columns (final_M, best_M, best_M_step) follow.
+BASE_FIELDS: list[pa.Field] = [
+    pa.field("sweep", pa.string()),
+    pa.field("trial_id", pa.string()),
+    pa.field("attempt", pa.int64()),
+    pa.field("status", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("dataset", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("normalizer", pa.string()),
+    pa.field("scale", pa.float64()),
+    pa.field("lr_g", pa.float64()),
+    pa.field("lr_d", pa.float64()),
+    pa.field("beta1", pa.float64()),
+    pa.field("beta2", pa.float64()),
+    pa.field("n_dis", pa.int64()),
+    pa.field("batch_size", pa.int64()),
+    pa.field("seed", pa.int64()),
+    pa.field("iterations", pa.int64()),
+    pa.field("steps_done", pa.int64()),
+    pa.field("wall_seconds", pa.float64()),
+    pa.field("started_at", pa.timestamp("us", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+    pa.field("host", pa.string()),
+    pa.field("mlflow_run_id", pa.string()),
+    pa.field("config_json", pa.string()),
+]
+BASE_COLUMNS = [f.name for f in BASE_FIELDS]
+CURVE_SCHEMA = pa.schema(
+    [
+        pa.field("trial_id", pa.string()),
+        pa.field("step", pa.int64()),
+        pa.field("metric", pa.string()),
+        pa.field("value", pa.float64()),
+    ]
+)
+
+
+def trial_schema(metrics: Iterable[str]) -> pa.Schema:
+    fields = list(BASE_FIELDS)
+    for m in metrics:
+        fields += [
+            pa.field(f"final_{m}", pa.float64()),
+            pa.field(f"best_{m}", pa.float64()),
+            pa.field(f"best_{m}_step", pa.int64()),
+        ]
+    return pa.schema(fields, metadata={"snsweep_schema": str(SCHEMA_VERSION)})
+
+
+def sweep_dir(results_dir: Path, sweep: str) -> Path:
+    return Path(results_dir) / sweep
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(text: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _file_stem(trial_id: str, attempt: int) -> str:
+    return f"{trial_id}-a{attempt}"
+
+
+def write_trial(sweep_path: Path, row: Mapping[str, Any], metrics: Iterable[str]) -> Path:
+    """Write one trial attempt's summary row (v1 schema) atomically."""
+    schema = trial_schema(metrics)
+    missing = [n for n in schema.names if n not in row]
+    full = {**dict.fromkeys(missing), **row}
+    extra = sorted(set(full) - set(schema.names))
+    if extra:
+        raise ValueError(f"trial row has columns outside the v1 schema: {extra}")
+    table = pa.Table.from_pylist([{n: full[n] for n in schema.names}], schema=schema)
+    name = _file_stem(str(row["trial_id"]), int(row["attempt"]))
+    return atomic_write_table(table, Path(sweep_path) / "trials" / f"{name}.parquet")
+
+
+def write_curves(sweep_path: Path, trial_id: str, attempt: int, history: list[Mapping[str, float]]) -> Path:
+    """Write a trial's evaluation history in long format (one row per step x metric)."""
+    rows = [
+        {"trial_id": trial_id, "step": int(h["step"]), "metric": k, "value": float(v)}
+        for h in history
+        for k, v in h.items()
+        if k != "step" and isinstance(v, (int, float))
+    ]
+    table = pa.Table.from_pylist(rows, schema=CURVE_SCHEMA)
+    return atomic_write_table(table, Path(sweep_path) / "curves" / f"{_file_stem(trial_id, attempt)}.parquet")
+
+
+def _parquet_files(paths: str | Path | Iterable[str | Path], sub: str) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            files.append(p)
+            continue
+        if not p.exists():
+            raise FileNotFoundError(f"no results at {p}")
+        # accept a results dir, a sweep dir or the trials/curves dir itself
+        if p.name == sub:
+            candidates = p.glob("*.parquet")
+        elif (p / sub).is_dir():
+            candidates = (p / sub).glob("*.parquet")
+        else:
+            candidates = p.glob(f"*/{sub}/*.parquet")
+        files += sorted(f for f in candidates if not f.name.startswith("."))
+    return files
+
+
+def _read_all(files: list[Path]) -> pa.Table | None:
+    tables = [pq.read_table(f) for f in files]
+    if not tables:
+        return None
+    schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+    return pa.concat_tables([_fill(t, schema) for t in tables])
+
+
+def _fill(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Add columns a file lacks as nulls (a metric added by a later search space)."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=schema.remove_metadata())
+
+
+def load_table(paths: str | Path | Iterable[str | Path]) -> pa.Table:
+    files = _parquet_files(paths, "trials")
+    table = _read_all(files)
+    return table if table is not None else trial_schema([]).empty_table()
+
+
+def load(paths: str | Path | Iterable[str | Path]):  # -> pandas.DataFrame
+    """All trial-attempt rows under results dirs / sweep dirs / files, as one DataFrame."""
+    return load_table(paths).to_pandas()
+
+
+def load_curves(paths: str | Path | Iterable[str | Path]):  # -> pandas.DataFrame
+    files = _parquet_files(paths, "curves")
+    table = _read_all(files)
+    return (table if table is not None else CURVE_SCHEMA.empty_table()).to_pandas()
+
+
+def latest_attempts(df):  # pandas.DataFrame -> pandas.DataFrame
+    """One row per trial: its latest attempt (retries and resumes append attempts)."""
+    if df.empty:
+        return df
+    return df.sort_values(["trial_id", "attempt"]).groupby("trial_id", as_index=False).tail(1)
+
+
+def read_sweep_meta(sweep_path: Path) -> dict[str, Any]:
+    path = Path(sweep_path) / "sweep.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,119 @@
+"""Pure translation of a sweep spec into what the search backends take.
+
+No Ray or Optuna objects are *used* here beyond building distributions, so the
+mapping is a plain function tested with a table of input -> expected output.
+Seeds are not a search dimension: they are a replicate axis handled by the
+tuner (each configuration runs once per seed; the searcher sees the mean).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from sweeper.spec import Choice, Grid, IntRange, LogUniform, Param, SweepSpec, Uniform, values_of
+
+
+def optuna_distribution(p: Param) -> Any:
+    """One parameter -> an Optuna distribution (fixed values become 1-element categoricals)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(p, Uniform):
+        return FloatDistribution(p.uniform[0], p.uniform[1])
+    if isinstance(p, LogUniform):
+        return FloatDistribution(p.loguniform[0], p.loguniform[1], log=True)
+    if isinstance(p, IntRange):
+        return IntDistribution(p.int[0], p.int[1], log=p.log)
+    if isinstance(p, (Choice, Grid)):
+        return CategoricalDistribution(_dedupe(values_of(p) or []))
+    return CategoricalDistribution([p])
+
+
+def optuna_space(spec: SweepSpec) -> dict[str, Any]:
+    """The searched parameters as Optuna distributions.
+
+    A union of blocks (``space`` as a list) becomes, per parameter, a categorical
+    over the union of its values; the grid points themselves are enqueued.
+    """
+    blocks = spec.blocks
+    if len(blocks) == 1 and not spec.is_grid:
+        return {k: optuna_distribution(p) for k, p in blocks[0].items() if _is_searched(p)}
+    from optuna.distributions import CategoricalDistribution
+
+    union: dict[str, list[Any]] = {}
+    for point in grid_points(spec):
+        for k, v in point.items():
+            union.setdefault(k, [])
+            if v not in union[k]:
+                union[k].append(v)
+    return {k: CategoricalDistribution(v) for k, v in union.items() if len(v) > 1}
+
+
+def fixed_params(spec: SweepSpec) -> dict[str, Any]:
+    """Parameters with a single value in every block: constants, not search dimensions."""
+    out: dict[str, Any] = dict(spec.train)
+    if spec.is_grid or len(spec.blocks) > 1:
+        points = grid_points(spec)
+        keys = set().union(*points) if points else set()
+        for k in keys:
+            vals = {repr(pt.get(k)) for pt in points}
+            if len(vals) == 1 and all(k in pt for pt in points):
+                out[k] = points[0][k]
+        return out
+    for k, p in spec.blocks[0].items():
+        if not _is_searched(p):
+            out[k] = (values_of(p) or [p])[0]
+    return out
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every configuration of a grid sweep: the cross product within each block, the union across them.
+
+    Duplicates across blocks are dropped (the paper's config lists the default
+    setting twice; its scheduler skipped the second copy).
+    """
+    out: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for block in spec.blocks:
+        keys = list(block)
+        supports = [values_of(block[k]) or [] for k in keys]
+        for combo in itertools.product(*supports):
+            point = dict(zip(keys, combo, strict=True))
+            key = tuple(sorted((k, repr(v)) for k, v in point.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(point)
+    return out
+
+
+def tune_space(spec: SweepSpec) -> dict[str, Any]:
+    """The same space as Ray Tune sampling primitives (used without Optuna, and in docs)."""
+    from ray import tune
+
+    def convert(p: Param) -> Any:
+        if isinstance(p, Uniform):
+            return tune.uniform(*p.uniform)
+        if isinstance(p, LogUniform):
+            return tune.loguniform(*p.loguniform)
+        if isinstance(p, IntRange):
+            return (tune.lograndint if p.log else tune.randint)(p.int[0], p.int[1] + 1)
+        if isinstance(p, Grid):
+            return tune.grid_search(list(p.grid))
+        if isinstance(p, Choice):
+            return tune.choice(list(p.choice))
+        return p
+
+    return {k: convert(p) for k, p in spec.blocks[0].items()}
+
+
+def _is_searched(p: Param) -> bool:
+    v = values_of(p)
+    return v is None or len(_dedupe(v)) > 1
+
+
+def _dedupe(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out

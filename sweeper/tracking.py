@@ -1,0 +1,238 @@
+"""MLflow tracking: one parent run per sweep, one nested run per trial attempt.
+
+All logging happens in the sweep driver (a Tune callback), never inside trials:
+one writer per store means no SQLite lock contention and no per-trial MLflow
+setup on workers. Calls go through a queue that is flushed in order; when the
+tracking server is unreachable, operations stay queued and are retried later,
+so a server hiccup delays logging but never fails a trial or loses a metric.
+
+Layout (contract): experiment = sweep name; parent run tagged ``snsweep.role =
+sweep``; children tagged ``mlflow.parentRunId``, ``trial_id``, ``normalizer``,
+``scale``, ``status``; params use the same names as the Parquet columns. No run
+is left RUNNING: ``close`` ends every run this tracker opened, and
+``end_orphans`` marks runs left RUNNING by a dead driver as KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry ourselves, without blocking
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+MAX_PARAM_LEN = 6000
+
+
+@dataclass
+class RunHandle:
+    """A run that may not exist on the server yet (created when the queue flushes)."""
+
+    name: str
+    tags: dict[str, str]
+    parent: RunHandle | None = None
+    run_id: str | None = None
+    ended: bool = False
+    pending_status: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_artifact_location(artifact_root: Path, experiment: str) -> str:
+    return (Path(artifact_root).resolve() / experiment).as_uri()
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._queue: deque[tuple[str, Callable[[], None]]] = deque()
+        self._experiment_id: str | None = None
+        self._open: list[RunHandle] = []
+        self.failures = 0
+        self.last_error = ""
+
+    # --- plumbing ----------------------------------------------------------------------
+    def _enqueue(self, what: str, fn: Callable[[], None]) -> None:
+        self._queue.append((what, fn))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Run queued operations in order; stop at the first failure and keep the rest."""
+        while self._queue:
+            what, fn = self._queue[0]
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - any transport/server error means "later"
+                self.failures += 1
+                self.last_error = f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                return False
+            self._queue.popleft()
+        return True
+
+    def drain(self, timeout_s: float = 120.0, progress: Callable[[str], None] | None = None) -> bool:
+        """Keep retrying until the queue is empty or ``timeout_s`` passes (end of sweep)."""
+        deadline = time.monotonic() + timeout_s
+        warned = False
+        while not self.flush():
+            if time.monotonic() > deadline:
+                return False
+            if progress and not warned:
+                progress(f"MLflow unreachable ({self.last_error}); retrying {len(self._queue)} queued calls")
+                warned = True
+            time.sleep(2.0)
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                location = None
+                if self.artifact_root is not None and not self.tracking_uri.startswith("http"):
+                    location = default_artifact_location(self.artifact_root, self.experiment_name)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment_name, artifact_location=location
+                )
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    # --- runs --------------------------------------------------------------------------
+    def start_run(
+        self, name: str, tags: dict[str, str], params: dict[str, Any], parent: RunHandle | None = None
+    ) -> RunHandle:
+        handle = RunHandle(name=name, tags=dict(tags), parent=parent)
+        self._open.append(handle)
+
+        def create() -> None:
+            if handle.run_id is not None:
+                return
+            all_tags = dict(handle.tags)
+            if parent is not None:
+                if parent.run_id is None:
+                    raise RuntimeError("parent run not created yet")
+                all_tags["mlflow.parentRunId"] = parent.run_id
+            run = self.client.create_run(self.experiment_id(), run_name=name, tags=all_tags)
+            handle.run_id = run.info.run_id
+
+        self._enqueue(f"create run {name}", create)
+        if params:
+            self.log_params(handle, params)
+        return handle
+
+    def adopt(self, run_id: str, name: str) -> RunHandle:
+        """Continue an existing run (the sweep's parent run after a resume)."""
+        handle = RunHandle(name=name, tags={}, run_id=run_id)
+        self._open.append(handle)
+        self._enqueue(f"reopen {name}", lambda: self.client.update_run(run_id, status="RUNNING"))
+        return handle
+
+    def log_params(self, run: RunHandle, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+
+        def log() -> None:
+            for i in range(0, len(items), 100):  # MLflow's per-batch param limit
+                self.client.log_batch(_id(run), params=items[i : i + 100])
+
+        self._enqueue(f"params of {run.name}", log)
+
+    def set_tags(self, run: RunHandle, tags: dict[str, str]) -> None:
+        self._enqueue(
+            f"tags of {run.name}",
+            lambda: [self.client.set_tag(_id(run), k, str(v)) for k, v in tags.items()] and None,
+        )
+
+    def log_metrics(self, run: RunHandle, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(_metric_key(k), float(v), ts, int(step))
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+
+        def log() -> None:
+            for i in range(0, len(items), 1000):
+                self.client.log_batch(_id(run), metrics=items[i : i + 1000])
+
+        if items:
+            self._enqueue(f"metrics of {run.name} at step {step}", log)
+
+    def log_artifact(self, run: RunHandle, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.exists():
+            self._enqueue(
+                f"artifact {path.name} of {run.name}",
+                lambda: (self.client.log_artifacts if path.is_dir() else self.client.log_artifact)(
+                    _id(run), str(path), artifact_path
+                ),
+            )
+
+    def log_text(self, run: RunHandle, text: str, name: str) -> None:
+        self._enqueue(f"{name} of {run.name}", lambda: self.client.log_text(_id(run), text, name))
+
+    def end_run(self, run: RunHandle, status: str = "FINISHED") -> None:
+        if run.ended:
+            return
+        run.ended = True
+
+        def end() -> None:
+            self.client.set_terminated(_id(run), status=status)
+
+        self._enqueue(f"end {run.name} {status}", end)
+
+    def close(self, status: str = "KILLED") -> None:
+        """End every run still open (an interrupted sweep) with ``status``."""
+        for run in self._open:
+            if not run.ended:
+                self.end_run(run, status)
+
+    # --- lookups for resume and clean-up --------------------------------------------------
+    def find_runs(self, filter_string: str) -> list[Any]:
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is None:
+            return []
+        return list(self.client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=5000))
+
+    def end_orphans(self, keep: set[str] | None = None) -> int:
+        """Mark RUNNING runs of this experiment (a dead driver's) KILLED; returns how many."""
+        keep = keep or set()
+        n = 0
+        for run in self.find_runs("attributes.status = 'RUNNING'"):
+            if run.info.run_id in keep:
+                continue
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            n += 1
+        return n
+
+
+def _id(run: RunHandle) -> str:
+    if run.run_id is None:
+        raise RuntimeError(f"run {run.name} not created yet")
+    return run.run_id
+
+
+def _param_text(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return text[:MAX_PARAM_LEN]
+
+
+def _metric_key(k: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in k)

@@ -1,0 +1,400 @@
+"""Run (or resume) one sweep: Ray Tune schedules, Optuna chooses, the recorder records.
+
+The flow is spec -> (Optuna space, fixed params) -> Tuner(OptunaSearch wrapped in
+a Repeater for the seed replicates, FIFO or ASHA, resources per trial) -> trials
+-> driver callback (MLflow + Parquet) -> report. Ray's own console output is
+silenced (``verbose=0``) in favour of the recorder's progress lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sweeper import results
+from sweeper.spec import SpecError, SweepSpec
+from sweeper.trial import OBJECTIVE, TrialContext
+
+TUNE_DIR = "tune"
+
+
+class SweepError(RuntimeError):
+    """A user-fixable problem found while starting a sweep (exit code 2)."""
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    sweep_path: Path
+    counts: dict[str, int]
+    report_path: Path | None
+    best: dict[str, Any] | None
+    parent_run_id: str | None
+    failed_fraction: float
+
+
+@dataclass
+class Storage:
+    results_dir: Path
+    tracking_uri: str | None
+    """None disables MLflow."""
+    artifact_root: Path
+
+
+def default_storage(results_dir: Path | None = None, tracking_uri: str | None = None) -> Storage:
+    """The embedded defaults: ./results, MLflow in ./mlflow.db with artifacts in ./mlartifacts."""
+    return Storage(
+        results_dir=Path(results_dir or "results"),
+        tracking_uri=tracking_uri or f"sqlite:///{Path('mlflow.db').resolve()}",
+        artifact_root=Path("mlartifacts"),
+    )
+
+
+# --- preparation (no Ray yet) -----------------------------------------------------------------
+def prepare_dir(spec: SweepSpec, storage: Storage, *, resume: bool, overwrite: bool) -> Path:
+    """Check the results dir is usable before anything starts; nothing is written on error."""
+    root = storage.results_dir
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise SweepError(f"results dir {root} is not writable (nearest existing: {probe}); pass --results-dir")
+    path = results.sweep_dir(root, spec.name)
+    has_state = (path / TUNE_DIR).exists() or (path / "trials").exists()
+    if resume:
+        if not (path / TUNE_DIR).exists():
+            raise SweepError(f"no sweep {spec.name!r} to resume under {root}; start it with `sweeper run`")
+        return path
+    if has_state and not overwrite:
+        raise SweepError(
+            f"sweep {spec.name!r} already has results in {path}: `sweeper resume {spec.name}` continues it, "
+            f"`--overwrite` starts it again"
+        )
+    if has_state and overwrite:
+        shutil.rmtree(path)
+    return path
+
+
+def fixed_and_context(spec: SweepSpec, cpus: float) -> tuple[dict[str, Any], TrialContext]:
+    from sweeper.space import fixed_params
+
+    fixed = fixed_params(spec)
+    fixed["metrics"] = spec.train_metrics
+    if not spec.scheduler.stop_on_divergence:
+        fixed["divergence_threshold"] = float("inf")  # NaN/Inf still end a run: nothing to train on
+    ctx = TrialContext(
+        fixed=fixed,
+        seeds=list(spec.seeds),
+        metric=spec.objective.metric,
+        mode=spec.metric_mode,
+        selection=spec.objective.selection,
+        num_threads=max(1, int(cpus)),
+    )
+    return fixed, ctx
+
+
+def directions_for(metrics: list[str]) -> dict[str, str]:
+    from trainers.metrics import METRICS
+
+    return {m: METRICS.get(m, "max") for m in metrics}
+
+
+def sweep_meta(spec: SweepSpec, storage: Storage, parent_run_id: str | None) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("snsweep", "torch", "ray", "optuna", "mlflow", "pyarrow", "pydantic"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "name": spec.name,
+        "spec": spec.model_dump(mode="json"),
+        "metrics": spec.train_metrics,
+        "directions": directions_for(spec.train_metrics),
+        "objective": {"metric": spec.objective.metric, "mode": spec.metric_mode,
+                      "selection": spec.objective.selection},  # fmt: skip
+        "trials": spec.n_trials,
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "git_commit": commit,
+        "started_at": datetime.now(UTC).isoformat(),
+        "tracking_uri": storage.tracking_uri,
+        "artifact_root": str(storage.artifact_root.resolve()),
+        "mlflow_parent_run_id": parent_run_id,
+        "schema_version": results.SCHEMA_VERSION,
+    }
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Connect to a cluster, or start a local Ray bound to 127.0.0.1 only."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SweepError(f"cannot reach the Ray cluster at {address} ({msg}); check --address") from None
+        return
+    # Without this, Ray advertises and binds on the machine's routable address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **common)
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """A GPU request on a cluster without GPUs fails here, before any trial starts."""
+    import ray
+
+    have = ray.cluster_resources()
+    need_gpu = spec.resources.gpus_per_trial * spec.resources.workers
+    if need_gpu > 0 and have.get("GPU", 0) < min(need_gpu, 1.0):
+        raise SweepError(
+            f"resources.gpus_per_trial: {spec.resources.gpus_per_trial} GPU(s) requested but the cluster has "
+            f"{int(have.get('GPU', 0))}; set gpus_per_trial: 0 or use a GPU cluster"
+        )
+    need_cpu = spec.resources.cpus_per_trial * spec.resources.workers
+    if have.get("CPU", 0) < need_cpu:
+        raise SweepError(
+            f"resources.cpus_per_trial: a trial needs {need_cpu} CPUs but the cluster has "
+            f"{have.get('CPU', 0):g}; lower cpus_per_trial"
+        )
+
+
+def make_searcher(spec: SweepSpec) -> Any:
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeper.space import grid_points, optuna_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = spec.search.seed
+    startup = max(2, min(10, spec.search.trials // 2))
+    samplers: dict[str, Callable[[], Any]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup),
+        "grid": lambda: optuna.samplers.RandomSampler(seed=seed),  # never used: every point is enqueued
+    }
+    space = optuna_space(spec)
+    points = None
+    if spec.is_grid:
+        points = [{k: v for k, v in pt.items() if k in space} for pt in grid_points(spec)]
+    searcher = OptunaSearch(
+        space=space,
+        metric=OBJECTIVE,
+        mode=spec.metric_mode,
+        sampler=samplers[spec.search.sampler](),
+        points_to_evaluate=points,
+    )
+    # Each configuration runs once per seed; Optuna is told the mean over seeds.
+    return Repeater(searcher, repeat=len(spec.seeds), set_index=True)
+
+
+def make_scheduler(spec: SweepSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.type == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",  # one unit = one evaluation report
+            metric=OBJECTIVE,
+            mode=spec.metric_mode,
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+def run_sweep(
+    spec: SweepSpec,
+    storage: Storage,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+    progress: Callable[[str], None] = print,
+) -> SweepOutcome:
+    from ray import tune
+
+    from sweeper.recorder import SweepRecorder
+    from sweeper.tracking import Tracker
+    from sweeper.trial import run_trial
+
+    sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
+    _, ctx = fixed_and_context(spec, spec.resources.cpus_per_trial)
+    metrics = spec.train_metrics
+    directions = directions_for(metrics)
+
+    start_ray(address, num_cpus=num_cpus, dashboard=dashboard)
+    check_resources(spec)
+
+    tracker = parent = None
+    if storage.tracking_uri:
+        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
+        meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
+        if resume and meta_prev.get("mlflow_parent_run_id"):
+            try:
+                killed = tracker.end_orphans(keep={meta_prev["mlflow_parent_run_id"]})
+            except Exception as e:  # noqa: BLE001 - a tracking outage must not block a resume
+                killed = 0
+                progress(f"could not clean up MLflow runs now ({type(e).__name__}); they stay RUNNING")
+            if killed:
+                progress(f"marked {killed} MLflow run(s) of the dead driver KILLED")
+            parent = tracker.adopt(meta_prev["mlflow_parent_run_id"], spec.name)
+        else:
+            parent = tracker.start_run(
+                spec.name,
+                {"snsweep.role": "sweep", "status": "running"},
+                {"sweep": spec.name, "trials": spec.n_trials, "seeds": spec.seeds,
+                 "sampler": spec.search.sampler, "objective": spec.objective.metric},  # fmt: skip
+            )
+        tracker.drain(timeout_s=60, progress=progress)
+    meta = sweep_meta(spec, storage, parent.run_id if parent else None)
+    if resume:
+        meta = {**results.read_sweep_meta(sweep_path), "resumed_at": meta["started_at"]}
+    results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
+    if tracker is not None and parent is not None and not resume:
+        tracker.log_text(parent, json.dumps(meta, indent=2, default=str), "sweep.json")
+
+    recorder = SweepRecorder(
+        sweep=spec.name, sweep_path=sweep_path, ctx=ctx, metrics=metrics, directions=directions,
+        tracker=tracker, parent=parent, total_trials=spec.n_trials, progress=progress,
+    )  # fmt: skip
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, ctx=ctx),
+        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+    )
+    tune_path = (sweep_path / TUNE_DIR).resolve()
+    concurrency = spec.resources.max_concurrent
+    progress(
+        f"sweep {spec.name}: {spec.n_trials} trials ({spec.n_configurations} configurations x "
+        f"{len(spec.seeds)} seeds), sampler {spec.search.sampler}, objective {spec.objective.metric} "
+        f"({spec.metric_mode}, {spec.objective.selection}); results in {sweep_path}"
+    )
+    if resume:
+        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+        tuner._local_tuner.get_run_config().callbacks = [recorder]  # the pickled one is stale
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=make_searcher(spec),
+                scheduler=make_scheduler(spec),
+                num_samples=spec.n_trials,
+                max_concurrent_trials=concurrency,
+                time_budget_s=spec.search.time_budget_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(sweep_path.resolve()),
+                callbacks=[recorder],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        if tracker is not None:
+            tracker.close("KILLED")
+            tracker.drain(timeout_s=10)
+        progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
+        raise
+    return finish_sweep(spec, sweep_path, recorder, tracker, parent, progress)
+
+
+def finish_sweep(spec, sweep_path, recorder, tracker, parent, progress) -> SweepOutcome:  # noqa: ANN001
+    df = results.latest_attempts(results.load(sweep_path))
+    counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    n = max(len(df), 1)
+    failed_fraction = counts.get("failed", 0) / n
+    report_path = None
+    try:
+        from sweeper.report import write_report
+
+        report_path = write_report(
+            results.load(sweep_path),
+            results.load_curves(sweep_path),
+            sweep_path / "report",
+            directions=directions_for(spec.train_metrics),
+            title=f"Sweep {spec.name}",
+            primary_metric=spec.objective.metric,
+        )
+    except Exception as e:  # noqa: BLE001 - the results are safe on disk; the report can be re-run
+        progress(f"report failed ({type(e).__name__}: {e}); rerun `sweeper report {spec.name}`")
+    best = best_configuration(df, spec)
+    if tracker is not None and parent is not None:
+        if report_path is not None:
+            tracker.log_artifact(parent, report_path.parent, "report")
+        tracker.set_tags(parent, {"status": "failed" if failed_fraction > spec.allowed_failure_fraction
+                                  else "completed"})  # fmt: skip
+        tracker.log_metrics(parent, {f"trials_{k}": float(v) for k, v in counts.items()}, step=0)
+        tracker.end_run(parent, "FINISHED")
+        tracker.close("KILLED")
+        if not tracker.drain(timeout_s=120, progress=progress):
+            progress(f"warning: {tracker.pending} MLflow calls could not be delivered ({tracker.last_error})")
+    return SweepOutcome(
+        name=spec.name,
+        sweep_path=sweep_path,
+        counts=counts,
+        report_path=report_path,
+        best=best,
+        parent_run_id=parent.run_id if parent else None,
+        failed_fraction=failed_fraction,
+    )
+
+
+def best_configuration(df: Any, spec: SweepSpec) -> dict[str, Any] | None:
+    """The searched configuration with the best mean objective over its seeds."""
+    col = f"{spec.objective.selection}_{spec.objective.metric}"
+    if df.empty or col not in df:
+        return None
+    ok = df[df["status"].isin(["completed", "stopped_early"]) & df[col].notna()]
+    if ok.empty:
+        return None
+    keys = [k for k in spec.parameters if k in ok.columns] or ["normalizer"]
+    stats = ok.groupby(keys, dropna=False)[col].agg(["mean", "sem", "count"]).reset_index()
+    stats = stats.sort_values("mean", ascending=spec.metric_mode == "min")
+    top = stats.iloc[0]
+    return {
+        "params": {k: _plain(top[k]) for k in keys},
+        "metric": spec.objective.metric,
+        "selection": spec.objective.selection,
+        "mean": float(top["mean"]),
+        "sem": float(top["sem"]) if top["count"] > 1 else float("nan"),
+        "n_seeds": int(top["count"]),
+    }
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+__all__ = ["SpecError", "SweepError", "run_sweep", "default_storage", "Storage"]

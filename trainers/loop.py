@@ -1,0 +1,293 @@
+"""One readable GAN training loop with the paper's semantics.
+
+Per iteration (PAPER.md §3.1): ``n_dis`` discriminator updates, each on a fresh
+real batch and fresh z and each followed by exactly one persisted power
+iteration (``normalizers.update``), then one generator update that reuses the
+*last* discriminator step's z. Evaluation runs G in eval mode (BatchNorm moving
+averages) on fixed latents every ``eval_every`` iterations and at the end.
+
+The loop knows nothing about Ray, Optuna or MLflow: it calls ``report`` with a
+``Progress`` at each evaluation, and the caller decides what to do with it (a
+Tune trial forwards it, ``python -m trainers`` prints it). Checkpoints hold the
+models, optimizers, every RNG state and the best-so-far bookkeeping, so a run
+resumed from step N is bit-identical on CPU to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainers import normalizers
+from trainers.config import ConfigError, TrainConfig
+from trainers.data import make_source
+from trainers.losses import LOSSES
+from trainers.metrics import direction, make_evaluator
+from trainers.models import build as build_models
+
+CHECKPOINT_FILE = "checkpoint.pt"
+EVAL_LATENT_SEED = 42
+"""Fixed evaluation latents shared by every trial (compare_gan's convention): common
+random numbers make metric differences between configurations less noisy."""
+RESUMABLE_CHANGES = frozenset({"iterations", "device", "num_threads", "checkpoint_every"})
+"""Config keys that may differ when resuming (extending a run, moving it)."""
+
+
+@dataclass
+class Progress:
+    """What the loop tells its caller at each evaluation."""
+
+    step: int
+    iterations: int
+    metrics: dict[str, float]
+    """Evaluation metrics, losses and (when enabled) diagnostics at this step."""
+    save_checkpoint: Callable[[Path], Path]
+    samples: torch.Tensor | None = None
+    """A few generated samples (images or 2D points) for previews."""
+    done: bool = False
+    status: str = "running"
+
+
+@dataclass
+class TrainResult:
+    status: str
+    """``completed`` or ``diverged``."""
+    step: int
+    final: dict[str, float]
+    best: dict[str, float]
+    best_step: dict[str, int]
+    error: str = ""
+    wall_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Holds the state of one run; ``run()`` trains to ``cfg.iterations``."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.source = make_source(cfg)
+        self.G, self.D = build_models(cfg)
+        normalizers.apply(self.D, cfg.normalizer, cfg.scale, **self._normalizer_options())
+        self.G.to(self.device)
+        self.D.to(self.device)
+        self.loss = LOSSES[cfg.resolved_loss]
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.eval_z = torch.randn(
+            cfg.eval_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(EVAL_LATENT_SEED)
+        )
+        self.evaluate_samples = make_evaluator(cfg, self.source)
+        self.step = 0
+        self.best: dict[str, float] = {}
+        self.best_step: dict[str, int] = {}
+        self.history: list[dict[str, float]] = []
+
+    def _normalizer_options(self) -> dict:
+        opts = dict(self.cfg.options)
+        if self.cfg.normalizer not in ("none", "lecun"):
+            opts.setdefault("grad_through_uv", self.cfg.grad_through_uv)
+        return opts
+
+    # --- checkpoints -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_data": self.data_rng.get_state(),
+            "best": dict(self.best),
+            "best_step": dict(self.best_step),
+            "history": list(self.history),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if hasattr(self.source, "state_dict"):
+            state["source"] = self.source.state_dict()
+        return state
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / CHECKPOINT_FILE
+        tmp = directory / f".{CHECKPOINT_FILE}.tmp"
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)  # a crash mid-write never leaves a torn checkpoint
+        return path
+
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint; refuse one written by a different configuration."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT_FILE
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        saved = TrainConfig.from_dict(state["config"])
+        changed = {k: v for k, v in saved.diff(self.cfg).items() if k not in RESUMABLE_CHANGES}
+        if changed:
+            detail = "; ".join(f"{k}: checkpoint {a!r} != config {b!r}" for k, (a, b) in changed.items())
+            raise ConfigError(f"refusing to resume {path}: the configuration changed ({detail})")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng_torch"].cpu())
+        self.data_rng.set_state(state["rng_data"].cpu())
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        if "source" in state and hasattr(self.source, "load_state_dict"):
+            self.source.load_state_dict(state["source"])
+        self.step = int(state["step"])
+        self.best, self.best_step = dict(state["best"]), dict(state["best_step"])
+        self.history = list(state["history"])
+
+    # --- one iteration -------------------------------------------------------------
+    def _real(self, n: int) -> torch.Tensor:
+        return self.source.sample(n, self.data_rng).to(self.device)
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, device=self.device)
+
+    def train_step(self, want_grads: bool = False) -> tuple[float, float, dict[str, float]]:
+        cfg, b = self.cfg, self.cfg.batch_size
+        grads: dict[str, float] = {}
+        for i in range(cfg.n_dis):
+            real, z = self._real(b), self._z(b)
+            with torch.no_grad():
+                fake = self.G(z)  # train-mode BN stats update here too, as in the TF code
+            loss_d = self.loss.d_loss(self.D, real, fake, cfg.gp_weight)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if want_grads and i == cfg.n_dis - 1:
+                grads = _grad_norms(self.D)
+            self.opt_d.step()
+            normalizers.update(self.D)  # exactly one persisted power iteration per D update
+        # the G step reuses the last D step's z (paper semantics)
+        loss_g = self.loss.g_loss(self.D(self.G(z)))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return float(loss_d.detach()), float(loss_g.detach()), grads
+
+    # --- evaluation ----------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            return torch.cat([self.G(c.to(self.device)).cpu() for c in z.split(chunk)])
+        finally:
+            self.G.train(was_training)
+
+    def evaluate(self) -> dict[str, float]:
+        samples = self.generate(self.eval_z)
+        metrics = self.evaluate_samples(samples)
+        self._last_samples = samples[:64]
+        for name, value in metrics.items():
+            better = max if direction(name) == "max" else min
+            if math.isfinite(value) and (name not in self.best or better(value, self.best[name]) == value):
+                if self.best.get(name) != value:
+                    self.best[name], self.best_step[name] = value, self.step
+        return metrics
+
+    def diagnostics(self) -> dict[str, float]:
+        if not self.cfg.diagnostics:
+            return {}
+        # fork the RNG so diagnostics never change the training trajectory
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            from trainers import diagnostics
+
+            x = self._real(min(self.cfg.batch_size, 16))
+            out = diagnostics.spectral_norms(self.D)
+            out.update(diagnostics.parameter_variance(self.D))
+            out["prop1_bound"] = diagnostics.prop1_bound(self.D, x)
+        return out
+
+    # --- the loop ------------------------------------------------------------------
+    def run(self, report: Callable[[Progress], None] | None = None) -> TrainResult:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        status, error = "completed", ""
+        self.G.train()
+        self.D.train()
+        loss_sum = [0.0, 0.0, 0]
+        while self.step < cfg.iterations:
+            is_eval = (self.step + 1) % cfg.eval_every == 0 or self.step + 1 == cfg.iterations
+            loss_d, loss_g, grads = self.train_step(want_grads=is_eval and cfg.diagnostics)
+            self.step += 1
+            loss_sum = [loss_sum[0] + loss_d, loss_sum[1] + loss_g, loss_sum[2] + 1]
+            bad = next(
+                (v for v in (loss_d, loss_g) if not math.isfinite(v) or abs(v) > cfg.divergence_threshold),
+                None,
+            )
+            if bad is not None:
+                status = "diverged"
+                error = f"loss {bad} at step {self.step} (threshold {cfg.divergence_threshold})"
+                is_eval = True
+            if not is_eval:
+                continue
+            metrics = {"loss_d": loss_sum[0] / loss_sum[2], "loss_g": loss_sum[1] / loss_sum[2]}
+            loss_sum = [0.0, 0.0, 0]
+            if status != "diverged":
+                metrics.update(self.evaluate())
+                metrics.update(grads)
+                metrics.update(self.diagnostics())
+            self.history.append({"step": float(self.step), **metrics})
+            done = status == "diverged" or self.step >= cfg.iterations
+            if report is not None:
+                report(
+                    Progress(
+                        step=self.step,
+                        iterations=cfg.iterations,
+                        metrics=metrics,
+                        save_checkpoint=self.save,
+                        samples=getattr(self, "_last_samples", None),
+                        done=done,
+                        status=status if done else "running",
+                    )
+                )
+            if status == "diverged":
+                break
+        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
+        return TrainResult(
+            status=status,
+            step=self.step,
+            final=final,
+            best=dict(self.best),
+            best_step=dict(self.best_step),
+            error=error,
+            wall_seconds=time.perf_counter() - t0,
+            history=list(self.history),
+        )
+
+
+def _grad_norms(d: nn.Module) -> dict[str, float]:
+    from trainers import diagnostics
+
+    return diagnostics.gradient_norms(d)
+
+
+def train(
+    cfg: TrainConfig,
+    report: Callable[[Progress], None] | None = None,
+    resume_from: Path | None = None,
+) -> TrainResult:
+    """Train one GAN; resume from a checkpoint file or directory when given."""
+    trainer = Trainer(cfg)
+    if resume_from is not None:
+        trainer.load(Path(resume_from))
+    return trainer.run(report)

@@ -1,0 +1,37 @@
+"""Model catalogue: name -> ``build(cfg) -> (G, D)``.
+
+Entries are ``module:function`` strings imported on first use, so adding an
+architecture is one line here and importing ``trainers`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from torch import nn
+
+from trainers.config import ConfigError, TrainConfig
+
+MODELS: dict[str, str] = {
+    "sngan_cnn": "trainers.models.sngan_cnn:build",
+    "sngan_resnet": "trainers.models.resnet:build",
+    "mlp": "trainers.models.mlp:build",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "sngan_cnn": "SNGAN standard CNN, 32/48/64 px (paper Tables 2/3); any multiple of 8 with width scaling",
+    "sngan_resnet": "SNGAN ResNet, 128 px, unconditional (paper Tables 8-13)",
+    "mlp": "MLP generator/discriminator for 2D toy mixtures",
+}
+
+
+def build(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """Build (G, D) for ``cfg.model``; D is returned un-normalized."""
+    if cfg.model not in MODELS:
+        raise ConfigError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
+    module, func = MODELS[cfg.model].split(":")
+    factory: Callable[[TrainConfig], tuple[nn.Module, nn.Module]] = getattr(
+        importlib.import_module(module), func
+    )
+    return factory(cfg)
