@@ -84,7 +84,11 @@ class SweepRecorder(Callback):
         return self._numbers[trial_id]
 
     def _params(self, trial: Any) -> dict[str, Any]:
-        return trial_config(dict(trial.config), self.ctx)
+        """The full resolved TrainConfig: MLflow params and ``config_json`` use the Parquet names."""
+        from trainers.config import TrainConfig
+
+        cfg = TrainConfig.from_dict(trial_config(dict(trial.config), self.ctx))
+        return {**cfg.to_dict(), "loss": cfg.resolved_loss}
 
     def _searched(self, trial: Any) -> str:
         cfg = {k: v for k, v in trial.config.items() if not k.startswith("__")}

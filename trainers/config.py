@@ -62,6 +62,12 @@ class TrainConfig:
     eval_samples: int = 512
     metrics: list[str] = field(default_factory=lambda: ["mode_coverage"])
     """Metric names computed at each evaluation (see ``trainers.metrics``)."""
+    eval_real_samples: int = 0
+    """Real images for FID/KID statistics; 0 = ``eval_samples`` (the paper: 10k fake vs 5k real)."""
+    inception_weights: str | None = None
+    """Local TF-comparable InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth) for fid/kid/is."""
+    stats_cache_dir: str | None = None
+    """Where real-data feature statistics are cached across trials (keyed by their metadata)."""
     diagnostics: bool = True
     """Log per-layer gradient norms, sigmas and parameter variance at evaluations."""
     checkpoint_every: int = 0
@@ -91,6 +97,8 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("iterations", self.iterations >= 1, "must be >= 1"),
             ("eval_every", self.eval_every >= 1, "must be >= 1"),
+            ("eval_samples", self.eval_samples >= 2, "must be >= 2"),
+            ("eval_real_samples", self.eval_real_samples >= 0, "must be >= 0 (0 = eval_samples)"),
             ("width", self.width > 0, "must be > 0"),
             ("resolution", self.resolution >= 4, "must be >= 4"),
             ("sampling", self.sampling in ("replacement", "epochs"), "must be 'replacement' or 'epochs'"),

@@ -74,6 +74,8 @@ class Trainer:
         self.cfg = cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        if cfg.normalizer not in normalizers.METHODS:
+            raise ConfigError(f"unknown normalizer {cfg.normalizer!r}; valid: {', '.join(normalizers.METHODS)}")
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.source = make_source(cfg)

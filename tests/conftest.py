@@ -1,0 +1,60 @@
+"""Shared test setup: every test runs with HOME/TMPDIR in a temp dir and no telemetry.
+
+Ray writes ``~/.ray`` (auth token, sessions) and MLflow writes telemetry config under
+``$HOME``; tests must never touch the real home or phone home.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="snsweep-test-home-"))
+    os.environ["HOME"] = str(home)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture
+def sweeper_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a ``sweeper`` subprocess: isolated HOME/TMPDIR, loopback-only Ray."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(tmp_path),
+        RAY_USAGE_STATS_ENABLED="0",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def sweeper_cmd() -> list[str]:
+    return [sys.executable, "-m", "sweeper.cli"]
+
+
+TINY_TRAIN = {
+    "dataset": "blobs",
+    "model": "sngan_cnn",
+    "resolution": 8,
+    "width": 0.0625,
+    "latent_dim": 8,
+    "batch_size": 8,
+    "iterations": 6,
+    "eval_every": 3,
+    "eval_samples": 64,
+    "metrics": ["mode_coverage", "hq_fraction"],
+}

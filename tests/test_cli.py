@@ -1,0 +1,92 @@
+"""CLI behaviour without starting Ray: user errors are one line, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO, sweeper_cmd
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str, cwd: Path | None = None):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def _assert_user_error(result, *needles: str) -> None:
+    out = result.output
+    assert result.exit_code == 2, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("error: ") for ln in lines), out
+    assert "Traceback" not in out
+    for n in needles:
+        assert n in out, out
+
+
+def test_missing_sweep_file_is_one_line_and_starts_nothing(tmp_path: Path, sweeper_env):
+    proc = subprocess.run(
+        [*sweeper_cmd(), "--results-dir", str(tmp_path / "res"), "run", str(tmp_path / "nope.yaml")],
+        cwd=tmp_path, env={**sweeper_env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no such sweep file" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "res").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (Path(sweeper_env["HOME"]) / ".ray").exists()  # Ray never started
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    _assert_user_error(invoke("run", "no-such-preset"), "unknown preset 'no-such-preset'", "demo")
+
+
+def test_bad_yaml(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: x\nspace: {normalizer: [sn\n")
+    _assert_user_error(invoke("run", str(f)), "invalid YAML", str(f))
+
+
+def test_unknown_normalizer_names_the_field_and_valid_names(tmp_path: Path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: s\nspace:\n  normalizer: {choice: [sn, bssn]}\n")
+    _assert_user_error(invoke("validate", str(f)), "space.normalizer", "unknown normalizer 'bssn'", "bsn")
+
+
+def test_unwritable_results_dir(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("--results-dir", str(blocker / "results"), "run", "demo")
+    _assert_user_error(result, "results dir", "not writable")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_validate_json_summary():
+    result = invoke("validate", "demo", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["name"] == "demo" and isinstance(data["trials"], int) and "normalizer" in data["parameters"]
+
+
+def test_normalizers_lists_every_method():
+    from trainers.normalizers import METHODS
+
+    result = invoke("normalizers")
+    assert result.exit_code == 0
+    for name in METHODS:
+        assert name in result.output
+
+
+def test_report_on_missing_results_is_a_user_error(tmp_path: Path):
+    _assert_user_error(invoke("--results-dir", str(tmp_path), "report", "nothing-here"), "nothing-here")
+
+
+@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["presets"], ["schema"]])
+def test_informational_commands_succeed(cmd):
+    result = invoke(*cmd)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
