@@ -64,6 +64,20 @@ class SweepRecorder(Callback):
         self.best: tuple[float, str] | None = None
         self.counts = {s: 0 for s in results.STATUSES}
         self._existing_attempts = self._scan_attempts()
+        self._recorded = self._scan_finished()
+        """Trials whose final row is already on disk (finished just before a driver died):
+        Tune may replay them from their last checkpoint; they must not be recorded twice."""
+
+    def __reduce__(self):  # noqa: ANN204
+        # Tune pickles the run config (callbacks included) into its experiment state. The
+        # recorder holds live clients and queues; a restored sweep gets a fresh recorder
+        # (see tuning.run_sweep), so the pickled copy is an inert placeholder.
+        return (_InertCallback, ())
+
+    def note_previous_attempts(self, attempts: dict[str, int]) -> None:
+        """Attempts known elsewhere (MLflow runs of a dead driver): new ones number after them."""
+        for tid, n in attempts.items():
+            self._existing_attempts[tid] = max(self._existing_attempts.get(tid, 0), n)
 
     # --- helpers --------------------------------------------------------------------------
     def _scan_attempts(self) -> dict[str, int]:
@@ -77,6 +91,12 @@ class SweepRecorder(Callback):
             if a.isdigit():
                 out[tid] = max(out.get(tid, 0), int(a))
         return out
+
+    def _scan_finished(self) -> set[str]:
+        if not (self.sweep_path / "trials").is_dir():
+            return set()
+        df = results.load(self.sweep_path)
+        return set(df.loc[df["status"].isin(["completed", "diverged"]), "trial_id"]) if not df.empty else set()
 
     def _number(self, trial_id: str) -> int:
         if trial_id not in self._numbers:
@@ -105,6 +125,9 @@ class SweepRecorder(Callback):
     # --- Tune hooks -----------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         tid = trial.trial_id
+        if tid in self._recorded:
+            self.say(f"  = trial {self._number(tid)} [{tid}] was already recorded before the restart")
+            return
         if tid in self._runs and not self._runs[tid].ended and self.tracker is not None:
             self.tracker.end_run(self._runs[tid], "FAILED")  # a retried attempt: the old one died
         self._attempt[tid] = self._attempt.get(tid, self._existing_attempts.get(tid, 0)) + 1
@@ -134,6 +157,8 @@ class SweepRecorder(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         tid = trial.trial_id
+        if tid in self._recorded:
+            return
         step = int(result.get("step", 0))
         metrics = {
             k: float(v)
@@ -184,7 +209,7 @@ class SweepRecorder(Callback):
     # --- the durable record ----------------------------------------------------------------
     def _finish(self, trial: Any, status: str, error: str) -> None:
         tid = trial.trial_id
-        if tid in self._finished:
+        if tid in self._finished or tid in self._recorded:
             return
         self._finished.add(tid)
         last = self._last.get(tid, {})
@@ -257,6 +282,10 @@ class SweepRecorder(Callback):
             else:
                 row[f"best_{m}"], row[f"best_{m}_step"] = None, None
         return row
+
+
+class _InertCallback(Callback):
+    """What a pickled SweepRecorder becomes: does nothing."""
 
 
 def _history_from(last: dict[str, Any]) -> list[dict[str, float]]:

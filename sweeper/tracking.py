@@ -211,6 +211,15 @@ class Tracker:
             return []
         return list(self.client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=5000))
 
+    def attempts_by_trial(self) -> dict[str, int]:
+        """How many attempt runs each trial already has (to number a resumed attempt)."""
+        out: dict[str, int] = {}
+        for run in self.find_runs("tags.`snsweep.role` = 'trial'"):
+            tid = run.data.tags.get("trial_id")
+            if tid:
+                out[tid] = max(out.get(tid, 0), int(run.data.tags.get("attempt", "1")))
+        return out
+
     def end_orphans(self, keep: set[str] | None = None) -> int:
         """Mark RUNNING runs of this experiment (a dead driver's) KILLED; returns how many."""
         keep = keep or set()

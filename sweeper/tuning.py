@@ -285,6 +285,11 @@ def run_sweep(
         sweep=spec.name, sweep_path=sweep_path, ctx=ctx, metrics=metrics, directions=directions,
         tracker=tracker, parent=parent, total_trials=spec.n_trials, progress=progress,
     )  # fmt: skip
+    if resume and tracker is not None:
+        try:
+            recorder.note_previous_attempts(tracker.attempts_by_trial())
+        except Exception as e:  # noqa: BLE001 - numbering falls back to the Parquet files
+            progress(f"could not read earlier attempts from MLflow ({type(e).__name__})")
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, ctx=ctx),
         {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},

@@ -26,15 +26,35 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
+def short_tmp() -> Path:
+    """A short private temp dir: Ray's AF_UNIX socket paths must stay under 107 bytes."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="sns-", dir="/tmp"))
+
+
 @pytest.fixture
-def sweeper_env(tmp_path: Path) -> dict[str, str]:
+def ray_tmp():
+    import shutil
+
+    path = short_tmp()
+    yield path
+    from proc_utils import kill_everything_under
+
+    kill_everything_under(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sweeper_env(tmp_path: Path, ray_tmp: Path) -> dict[str, str]:
     """Environment for a ``sweeper`` subprocess: isolated HOME/TMPDIR, loopback-only Ray."""
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ)
     env.update(
         HOME=str(home),
-        TMPDIR=str(tmp_path),
+        TMPDIR=str(ray_tmp),
+        PYTHONPATH=str(REPO),
         RAY_USAGE_STATS_ENABLED="0",
         MLFLOW_DISABLE_TELEMETRY="true",
         PYTHONUNBUFFERED="1",

@@ -227,6 +227,11 @@ class Trainer:
         self.G.train()
         self.D.train()
         loss_sum = [0.0, 0.0, 0]
+        if self.step >= cfg.iterations and self.history and report is not None:
+            # Restored from the final checkpoint (the process died after saving it): say so again,
+            # so the caller still receives the closing report it may have missed.
+            last = {k: v for k, v in self.history[-1].items() if k != "step"}
+            report(Progress(self.step, cfg.iterations, last, self.save, None, done=True, status="completed"))
         while self.step < cfg.iterations:
             is_eval = (self.step + 1) % cfg.eval_every == 0 or self.step + 1 == cfg.iterations
             loss_d, loss_g, grads = self.train_step(want_grads=is_eval and cfg.diagnostics)
