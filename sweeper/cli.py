@@ -110,10 +110,26 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace existing results of this sweep.")] = False,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray (default: all).")] = None,
     dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (on 127.0.0.1).")] = False,
+    resume_if_exists: Annotated[
+        bool, typer.Option(help="Resume the sweep if its state exists (what submitted jobs do).")
+    ] = False,
 ) -> None:
     """Run a sweep: local Ray by default, or on --address."""
     g = _state(ctx)
-    _guard(g, lambda: _run(g, spec, overwrite=overwrite, resume=False, num_cpus=num_cpus, dashboard=dashboard))
+
+    def go() -> None:
+        from sweeper import spec as specmod
+        from sweeper.tuning import SweepError, restorable
+
+        s = specmod.load(spec)
+        resume = False
+        if resume_if_exists:
+            if overwrite:
+                raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
+            resume = restorable(s, g.results_dir)
+        _run(g, s, overwrite=overwrite, resume=resume, num_cpus=num_cpus, dashboard=dashboard)
+
+    _guard(g, go)
 
 
 @app.command()
@@ -165,6 +181,42 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
 
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="A sweep YAML file or a preset name.")],
+    wait: Annotated[bool, typer.Option(help="Wait for the job to end and print its logs.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait.")] = 24 * 3600.0,
+) -> None:
+    """Submit a sweep to a Ray cluster as a Ray Job (--address http://HEAD:8265).
+
+    --results-dir must be an absolute path on the cluster (shared storage). Extra
+    arguments after the spec are passed to `sweeper run` in the job (e.g. --overwrite).
+    """
+    g = _state(ctx)
+
+    def go() -> None:
+        from sweeper import cluster
+
+        address = g.address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            _fail("sweeper submit needs --address http://HEAD:8265 (the Ray dashboard of the cluster)")
+        job = cluster.submit(
+            spec, address, results_dir=str(g.results_dir), tracking_uri=g.tracking_uri, extra_args=list(ctx.args)
+        )
+        typer.echo(f"submitted job {job}")
+        typer.echo(f"follow it: {cluster.follow_hint(address, job)}")
+        typer.echo(f"status:    sweeper --address {address} status --job {job}")
+        if wait:
+            state = cluster.wait(address, job, timeout_s=timeout)
+            typer.echo(cluster.job_logs(address, job))
+            typer.echo(f"job {job}: {state}")
+            if state != "SUCCEEDED":
+                raise typer.Exit(1)
+
+    _guard(g, go)
 
 
 @app.command()
@@ -287,13 +339,25 @@ def _resolve_target(g: Globals, target: str) -> Path:
 
 @app.command()
 def status(
-    ctx: typer.Context, name: Annotated[str | None, typer.Argument(help="A sweep name (default: all).")] = None
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="A sweep name (default: all).")] = None,
+    job: Annotated[str | None, typer.Option(help="Also show this Ray Job's state (needs --address).")] = None,
 ) -> None:
     """Show sweeps and their trials: completed, diverged, stopped early, failed."""
     g = _state(ctx)
 
     def go() -> None:
         from sweeper import results
+
+        if job:
+            from sweeper import cluster
+
+            address = g.address or os.environ.get("RAY_ADDRESS")
+            if not address:
+                _fail("--job needs --address http://HEAD:8265")
+            typer.echo(f"job {job}: {cluster.job_status(address, job)} {cluster.job_message(address, job)}".rstrip())
+            if name is None:
+                return
 
         root = g.results_dir
         names = [name] if name else sorted(p.name for p in root.glob("*") if (p / "sweep.json").exists())
@@ -309,7 +373,9 @@ def status(
             counts = df["status"].value_counts().to_dict() if df is not None and not df.empty else {}
             done = sum(counts.values())
             shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none finished"
-            typer.echo(f"{n}: {done}/{meta.get('trials', '?')} trials finished ({shown}); started {meta.get('started_at')}")
+            typer.echo(
+                f"{n}: {done}/{meta.get('trials', '?')} trials finished ({shown}); started {meta.get('started_at')}"
+            )
 
     _guard(g, go)
 

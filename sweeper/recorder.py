@@ -62,7 +62,7 @@ class SweepRecorder(Callback):
         self._finished: set[str] = set()
         self._last_print: dict[str, float] = {}
         self.best: tuple[float, str] | None = None
-        self.counts = {s: 0 for s in results.STATUSES}
+        self.counts = dict.fromkeys(results.STATUSES, 0)
         self._existing_attempts = self._scan_attempts()
         self._recorded = self._scan_finished()
         """Trials whose final row is already on disk (finished just before a driver died):

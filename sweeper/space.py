@@ -4,6 +4,12 @@ No Ray or Optuna objects are *used* here beyond building distributions, so the
 mapping is a plain function tested with a table of input -> expected output.
 Seeds are not a search dimension: they are a replicate axis handled by the
 tuner (each configuration runs once per seed; the searcher sees the mean).
+
+A union of blocks (``space`` as a list) is expanded like the paper's
+GPUTaskScheduler configs: the cross product within each block, the union across
+blocks, duplicates dropped. A parameter that some blocks leave out takes, in
+those blocks, the TrainConfig default (it cannot also be in ``train``), so every
+point names the same parameters and equal configurations dedupe.
 """
 
 from __future__ import annotations
@@ -54,10 +60,9 @@ def fixed_params(spec: SweepSpec) -> dict[str, Any]:
     out: dict[str, Any] = dict(spec.train)
     if spec.is_grid or len(spec.blocks) > 1:
         points = grid_points(spec)
-        keys = set().union(*points) if points else set()
-        for k in keys:
+        for k in spec.parameters:
             vals = {repr(pt.get(k)) for pt in points}
-            if len(vals) == 1 and all(k in pt for pt in points):
+            if points and len(vals) == 1 and all(k in pt for pt in points):
                 out[k] = points[0][k]
         return out
     for k, p in spec.blocks[0].items():
@@ -70,13 +75,17 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every configuration of a grid sweep: the cross product within each block, the union across them.
 
     Duplicates across blocks are dropped (the paper's config lists the default
-    setting twice; its scheduler skipped the second copy).
+    setting twice; its scheduler skipped the second copy). With several blocks, a
+    parameter missing from a block takes the TrainConfig default there. Continuous
+    parameters have no points (a block holding one contributes none).
     """
     out: list[dict[str, Any]] = []
     seen: set[tuple] = set()
+    names = spec.parameters
+    defaults = _defaults() if len(spec.blocks) > 1 else {}
     for block in spec.blocks:
-        keys = list(block)
-        supports = [values_of(block[k]) or [] for k in keys]
+        keys = [k for k in names if k in block or k in defaults]
+        supports = [values_of(block[k]) or [] if k in block else [defaults[k]] for k in keys]
         for combo in itertools.product(*supports):
             point = dict(zip(keys, combo, strict=True))
             key = tuple(sorted((k, repr(v)) for k, v in point.items()))
@@ -87,8 +96,14 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def tune_space(spec: SweepSpec) -> dict[str, Any]:
-    """The same space as Ray Tune sampling primitives (used without Optuna, and in docs)."""
+    """The same space as Ray Tune sampling primitives (used without Optuna, and in docs).
+
+    One mapping only: a union of blocks has no Tune equivalent (``grid_points`` lists it).
+    """
     from ray import tune
+
+    if len(spec.blocks) > 1:
+        raise ValueError("tune_space takes one mapping; a union of blocks is a list of grid_points")
 
     def convert(p: Param) -> Any:
         if isinstance(p, Uniform):
@@ -112,8 +127,14 @@ def _is_searched(p: Param) -> bool:
 
 
 def _dedupe(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
+    """Distinct values in order (by repr, as grid points: ``1`` and ``True`` stay distinct)."""
+    out: dict[str, Any] = {}
     for v in values:
-        if v not in out:
-            out.append(v)
-    return out
+        out.setdefault(repr(v), v)
+    return list(out.values())
+
+
+def _defaults() -> dict[str, Any]:
+    from trainers.config import TrainConfig
+
+    return TrainConfig().to_dict()

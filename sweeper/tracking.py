@@ -104,9 +104,7 @@ class Tracker:
                 location = None
                 if self.artifact_root is not None and not self.tracking_uri.startswith("http"):
                     location = default_artifact_location(self.artifact_root, self.experiment_name)
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment_name, artifact_location=location
-                )
+                self._experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
             else:
                 self._experiment_id = exp.experiment_id
         return self._experiment_id

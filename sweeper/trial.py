@@ -52,7 +52,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     from trainers.config import TrainConfig
-    from trainers.loop import CHECKPOINT_FILE, Progress, train
+    from trainers.loop import CHECKPOINT_FILE, Progress
 
     cfg = TrainConfig.from_dict(trial_config(config, ctx))
     better = max if ctx.mode == "max" else min

@@ -51,12 +51,39 @@ class Storage:
 
 
 def default_storage(results_dir: Path | None = None, tracking_uri: str | None = None) -> Storage:
-    """The embedded defaults: ./results, MLflow in ./mlflow.db with artifacts in ./mlartifacts."""
-    return Storage(
-        results_dir=Path(results_dir or "results"),
-        tracking_uri=tracking_uri or f"sqlite:///{Path('mlflow.db').resolve()}",
-        artifact_root=Path("mlartifacts"),
-    )
+    """The embedded defaults: ./results, MLflow in ./mlflow.db with artifacts in ./mlartifacts.
+
+    ``$MLFLOW_TRACKING_URI`` is honoured when no URI is given; with a SQLite store the
+    artifacts live beside the database file, so they are never left in a job's temp dir.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    artifacts = Path("mlartifacts")
+    if uri.startswith("sqlite:///"):
+        artifacts = Path(uri[len("sqlite:///") :]).parent / "mlartifacts"
+    return Storage(results_dir=Path(results_dir or "results"), tracking_uri=uri, artifact_root=artifacts)
+
+
+def restorable(spec: SweepSpec, results_dir: Path) -> bool:
+    """For --resume-if-exists: True when the sweep's Tune state can be restored.
+
+    Refuses (SweepError) when the spec changed since the sweep started, or when results
+    exist without restorable state: silently mixing two sweeps would corrupt both.
+    """
+    from ray import tune
+
+    path = results.sweep_dir(results_dir, spec.name)
+    if not (path / TUNE_DIR).exists():
+        if (path / "trials").exists():
+            raise SweepError(f"{path} has results but no restorable sweep state; use --overwrite to start again")
+        return False
+    before = results.read_sweep_meta(path).get("spec")
+    now = spec.model_dump(mode="json")
+    if before is not None and before != now:
+        diff = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in now if before.get(k) != now.get(k))
+        raise SweepError(f"sweep {spec.name!r} exists with a different spec ({diff}); rename it or --overwrite")
+    if not tune.Tuner.can_restore(str((path / TUNE_DIR).resolve())):
+        raise SweepError(f"{path / TUNE_DIR} cannot be restored; use --overwrite to start again")
+    return True
 
 
 # --- preparation (no Ray yet) -----------------------------------------------------------------
@@ -129,8 +156,11 @@ def sweep_meta(spec: SweepSpec, storage: Storage, parent_run_id: str | None) -> 
         "spec": spec.model_dump(mode="json"),
         "metrics": spec.train_metrics,
         "directions": directions_for(spec.train_metrics),
-        "objective": {"metric": spec.objective.metric, "mode": spec.metric_mode,
-                      "selection": spec.objective.selection},  # fmt: skip
+        "objective": {
+            "metric": spec.objective.metric,
+            "mode": spec.metric_mode,
+            "selection": spec.objective.selection,
+        },  # fmt: skip
         "trials": spec.n_trials,
         "versions": versions,
         "python": sys.version.split()[0],
@@ -150,6 +180,7 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     if address:
         try:
@@ -172,7 +203,8 @@ def check_resources(spec: SweepSpec) -> None:
     if need_gpu > 0 and have.get("GPU", 0) < min(need_gpu, 1.0):
         raise SweepError(
             f"resources.gpus_per_trial: {spec.resources.gpus_per_trial} GPU(s) requested but the cluster has "
-            f"{int(have.get('GPU', 0))}; set gpus_per_trial: 0 or use a GPU cluster"
+            f"{int(have.get('GPU', 0))}; set gpus_per_trial: 0 or use a GPU cluster (an autoscaling cluster "
+            "must keep one GPU worker up, as cluster.yaml does)"
         )
     need_cpu = spec.resources.cpus_per_trial * spec.resources.workers
     if have.get("CPU", 0) < need_cpu:
@@ -270,8 +302,13 @@ def run_sweep(
             parent = tracker.start_run(
                 spec.name,
                 {"snsweep.role": "sweep", "status": "running"},
-                {"sweep": spec.name, "trials": spec.n_trials, "seeds": spec.seeds,
-                 "sampler": spec.search.sampler, "objective": spec.objective.metric},  # fmt: skip
+                {
+                    "sweep": spec.name,
+                    "trials": spec.n_trials,
+                    "seeds": spec.seeds,
+                    "sampler": spec.search.sampler,
+                    "objective": spec.objective.metric,
+                },  # fmt: skip
             )
         tracker.drain(timeout_s=60, progress=progress)
     meta = sweep_meta(spec, storage, parent.run_id if parent else None)

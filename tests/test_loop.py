@@ -14,9 +14,11 @@ from trainers.loop import Trainer, train
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(dataset="blobs", resolution=8, width=0.0625, latent_dim=8, batch_size=8,
-                iterations=8, eval_every=4, eval_samples=32, normalizer="bsn", n_dis=2,
-                metrics=["mode_coverage"], diagnostics=True)  # fmt: skip
+    base = {
+        "dataset": "blobs", "resolution": 8, "width": 0.0625, "latent_dim": 8, "batch_size": 8,
+        "iterations": 8, "eval_every": 4, "eval_samples": 32, "normalizer": "bsn", "n_dis": 2,
+        "metrics": ["mode_coverage"], "diagnostics": True,
+    }  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
 

@@ -35,11 +35,10 @@ def test_sigkill_driver_then_resume_gives_exact_results(tmp_path: Path, sweeper_
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        assert wait_for(
-            lambda: len(list(trials_dir.glob("*.parquet"))) >= 2 or driver.poll() is not None, timeout_s=240
-        ) and driver.poll() is None, (
-            tmp_path / "first.log"
-        ).read_text()[-3000:]
+        assert (
+            wait_for(lambda: len(list(trials_dir.glob("*.parquet"))) >= 2 or driver.poll() is not None, timeout_s=240)
+            and driver.poll() is None
+        ), (tmp_path / "first.log").read_text()[-3000:]
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started die at once
         driver.wait(timeout=30)
     finally:

@@ -130,9 +130,7 @@ class TrainConfig:
         """Build from a mapping; unknown keys are an error that lists the valid ones."""
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(
-                f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}"
-            )
+            raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}")
         return cls(**data)
 
     def diff(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:

@@ -31,7 +31,5 @@ def build(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
     module, func = MODELS[cfg.model].split(":")
-    factory: Callable[[TrainConfig], tuple[nn.Module, nn.Module]] = getattr(
-        importlib.import_module(module), func
-    )
+    factory: Callable[[TrainConfig], tuple[nn.Module, nn.Module]] = getattr(importlib.import_module(module), func)
     return factory(cfg)
