@@ -139,12 +139,13 @@ def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The swe
 
     def go() -> None:
         from sweeper import results
-        from sweeper.spec import SpecError, SweepSpec
+        from sweeper import spec as specmod
+        from sweeper.spec import SpecError
 
         meta = results.read_sweep_meta(results.sweep_dir(g.results_dir, name))
         if not meta:
             raise SpecError([f"no sweep {name!r} under {g.results_dir} (no sweep.json); see `sweeper status`"])
-        spec = SweepSpec.model_validate(meta["spec"])
+        spec = specmod.from_data(meta["spec"], f"{name}/sweep.json")
         if g.tracking_uri is None and meta.get("tracking_uri"):
             g.tracking_uri = meta["tracking_uri"]
         _run(g, spec, overwrite=False, resume=True, num_cpus=None, dashboard=False)
@@ -265,7 +266,7 @@ def presets(ctx: typer.Context) -> None:
 
         for name in specmod.preset_names():
             s = specmod.load(name)
-            cost = s.n_trials * int(s.train.get("iterations", 1000))
+            cost = s.n_iterations
             what = s.reproduces or s.description
             typer.echo(f"{name:24s} {s.n_trials:5d} trials  {cost:>14,d} iterations  {what}")
 
