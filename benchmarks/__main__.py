@@ -1,0 +1,129 @@
+"""Run every benchmark on this machine and write BENCHMARKS.md.
+
+    python -m benchmarks [--quick] [--out BENCHMARKS.md]
+
+Each section measures its ratios side by side in one run (interleaved repeats, medians); timings
+on a shared machine are noisy, so read the ratios, not the absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{os.cpu_count()} cores ({cpu}){mem}, {gpu}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+def _section(title: str, module: str, call: str, kwargs: dict[str, Any], render) -> str:  # noqa: ANN001
+    print(f"== {title} ...", flush=True)
+    t0 = time.perf_counter()
+    try:
+        result = getattr(importlib.import_module(module), call)(**kwargs)
+        body = render(result)
+    except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
+        body = "failed:\n\n```\n" + traceback.format_exc()[-2000:] + "```"
+    took = time.perf_counter() - t0
+    print(body, flush=True)
+    return f"## {title}\n\n{body}\n\n*(took {took:.0f} s; `python -m {module}` reruns it alone)*\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats and smaller problems")
+    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    a = p.parse_args()
+    q = a.quick
+    sections = [
+        _section(
+            "1. Sweep efficiency (service overhead)", "benchmarks.bench_sweep", "sweep_efficiency",
+            {"n_trials": 4 if q else 8, "iterations": 80 if q else 150},
+            lambda r: (
+                f"{r['trials']} trials at concurrency {r['cores']}: sweep {r['sweep_wall_s']:.1f} s; "
+                f"bare trainings {r['bare_sum_s']:.1f} s in sequence, ideal {r['ideal_s']:.1f} s on {r['cores']} "
+                f"cores.\n\n**ratio {r['ratio']:.3f}** (target <= {r['target']})"
+            ),
+        ),
+        _section(
+            "2. Normalizer cost per discriminator update (SNGAN CIFAR D, batch 64)", "benchmarks.bench_normalizers",
+            "run", {"repeats": 3 if q else 10}, _render_normalizers,
+        ),
+        _section(
+            "3. Evaluation cost at the demo cadence", "benchmarks.bench_sweep", "evaluation_cost",
+            {"repeats": 1 if q else 3},
+            lambda r: (
+                f"evaluation every {r['eval_every']} of {r['iterations']} iterations: "
+                f"**{r['eval_fraction']:.1%}** of training time; diagnostics **{r['diagnostics_fraction']:.1%}**"
+            ),
+        ),
+        _section(
+            "4. Search efficiency: TPE + ASHA vs the full grid", "benchmarks.bench_search", "run", {},
+            lambda r: (
+                f"grid {r['grid_trials']} trials, best {r['best_grid']:.3f}; TPE+ASHA {r['tpe_trials']} trials, "
+                f"best {r['best_tpe']:.3f}: **gap {r['gap']:.1%}**, **compute {r['compute_ratio']:.2f}x** "
+                f"({r['targets']})"
+            ),
+        ),
+        _section("5. Packed training throughput", "benchmarks.bench_packed", "run", {}, _render_dict),
+        _section("6. Report over 10k trials and 5M curve rows", "benchmarks.bench_report", "run", {}, _render_dict),
+    ]
+    header = (
+        "# Benchmarks\n\n"
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {_machine()}.\n\n"
+        f"Regenerate with `python -m benchmarks` (`make bench`){' --quick' if q else ''}. Ratios are measured "
+        "side by side in one run; the machine is shared, so absolute times vary between runs.\n\n"
+    )
+    a.out.write_text(header + "\n".join(sections))
+    print(f"wrote {a.out}")
+
+
+def _render_normalizers(r: dict[str, Any]) -> str:
+    rows = r.get("rows") or r.get("table") or r
+    return "```\n" + _render_dict(rows).strip("`\n") + "\n```" if not isinstance(rows, str) else rows
+
+
+def _render_dict(r: Any) -> str:
+    if isinstance(r, dict):
+        return "\n".join(f"- {k}: {_fmt(v)}" for k, v in r.items())
+    return str(r)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
