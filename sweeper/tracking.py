@@ -16,6 +16,7 @@ is left RUNNING: ``close`` ends every run this tracker opened, and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import deque
@@ -29,6 +30,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry oursel
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 MAX_PARAM_LEN = 6000
+
+for _name in ("mlflow", "alembic"):  # schema-migration chatter on a new store is not the user's concern
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass

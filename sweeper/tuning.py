@@ -176,6 +176,9 @@ def sweep_meta(spec: SweepSpec, storage: Storage, parent_run_id: str | None) -> 
 # --- Ray ---------------------------------------------------------------------------------------
 def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Connect to a cluster, or start a local Ray bound to 127.0.0.1 only."""
+    # Ray's own progress tables would interleave with the recorder's lines; the legacy
+    # reporter is silent at verbose=0, the new output engine is not.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
     if ray.is_initialized():
@@ -335,7 +338,7 @@ def run_sweep(
     concurrency = spec.resources.max_concurrent
     progress(
         f"sweep {spec.name}: {spec.n_trials} trials ({spec.n_configurations} configurations x "
-        f"{len(spec.seeds)} seeds), sampler {spec.search.sampler}, objective {spec.objective.metric} "
+        f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}), sampler {spec.search.sampler}, objective {spec.objective.metric} "
         f"({spec.metric_mode}, {spec.objective.selection}); results in {sweep_path}"
     )
     if resume:
