@@ -22,6 +22,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeper import results
+from sweeper.packing import PACK_KEY
 from sweeper.tracking import RunHandle, Tracker
 from sweeper.trial import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
 
@@ -103,16 +104,16 @@ class SweepRecorder(Callback):
             self._numbers[trial_id] = len(self._numbers) + 1
         return self._numbers[trial_id]
 
-    def _params(self, trial: Any) -> dict[str, Any]:
+    def _params(self, config: dict[str, Any]) -> dict[str, Any]:
         """The full resolved TrainConfig: MLflow params and ``config_json`` use the Parquet names."""
         from trainers.config import TrainConfig
 
-        cfg = TrainConfig.from_dict(trial_config(dict(trial.config), self.ctx))
+        cfg = TrainConfig.from_dict(trial_config(config, self.ctx))
         return {**cfg.to_dict(), "loss": cfg.resolved_loss}
 
-    def _searched(self, trial: Any) -> str:
-        cfg = {k: v for k, v in trial.config.items() if not k.startswith("__")}
-        cfg["seed"] = self.ctx.seeds[int(trial.config.get(INDEX_KEY, 0)) % len(self.ctx.seeds)]
+    def _searched(self, config: dict[str, Any]) -> str:
+        cfg = {k: v for k, v in config.items() if not k.startswith("__")}
+        cfg["seed"] = self.ctx.seeds[int(config.get(INDEX_KEY, 0)) % len(self.ctx.seeds)]
         return " ".join(f"{k}={_fmt(v)}" for k, v in cfg.items())
 
     def _status_line(self) -> str:
@@ -122,9 +123,47 @@ class SweepRecorder(Callback):
         best = f" | best {self.ctx.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else ""
         return f"done {done}/{self.total}, running {running}, left {left}{best}"
 
-    # --- Tune hooks -----------------------------------------------------------------------
+    # --- Tune hooks: a Tune trial is one member, or K members when trials are packed ------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        tid = trial.trial_id
+        for mid, _, config in members_of(trial):
+            self._start(mid, config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        for mid, index, _ in members_of(trial):
+            self._result(mid, member_result(result, index))
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        members = [(mid, i) for mid, i, _ in members_of(trial) if mid in self._runs]
+        if self.tracker is None or not members:
+            return
+        try:
+            with checkpoint.as_directory() as d:
+                for mid, index in members:
+                    preview = Path(d) / ("samples.png" if index is None else f"samples_m{index}.png")
+                    if preview.exists():
+                        step = int(self._last.get(mid, {}).get("step", 0))
+                        # copy out: the checkpoint dir may be removed when a newer one replaces it
+                        keep = self.sweep_path / "samples" / mid / f"step_{step:08d}.png"
+                        keep.parent.mkdir(parents=True, exist_ok=True)
+                        keep.write_bytes(preview.read_bytes())
+                        self.tracker.log_artifact(self._runs[mid], keep, "samples")
+        except Exception as e:  # noqa: BLE001 - a missing preview must never fail the sweep
+            self.say(f"    (could not log samples of {trial.trial_id}: {e})")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for mid, _, config in members_of(trial):
+            status = self._last.get(mid, {}).get("trial_status", "")
+            if status not in ("completed", "diverged"):
+                status = "stopped_early"  # a scheduler (ASHA) ended it before its budget
+            self._finish(mid, config, status, "")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = _error_text(trial)
+        for mid, _, config in members_of(trial):
+            self._finish(mid, config, "failed", error)
+
+    # --- one member ---------------------------------------------------------------------------
+    def _start(self, tid: str, config: dict[str, Any]) -> None:
         if tid in self._recorded:
             self.say(f"  = trial {self._number(tid)} [{tid}] was already recorded before the restart")
             return
@@ -133,7 +172,7 @@ class SweepRecorder(Callback):
         self._attempt[tid] = self._attempt.get(tid, self._existing_attempts.get(tid, 0)) + 1
         self._started[tid] = datetime.now(UTC)
         self._finished.discard(tid)
-        params = self._params(trial)
+        params = self._params(config)
         n = self._number(tid)
         if self.tracker is not None:
             tags = {
@@ -153,10 +192,9 @@ class SweepRecorder(Callback):
         else:
             self._runs[tid] = RunHandle(name=tid, tags={})
         again = f" (attempt {self._attempt[tid]})" if self._attempt[tid] > 1 else ""
-        self.say(f"  > trial {n} [{tid}] started{again}: {self._searched(trial)}")
+        self.say(f"  > trial {n} [{tid}] started{again}: {self._searched(config)}")
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        tid = trial.trial_id
+    def _result(self, tid: str, result: dict[str, Any]) -> None:
         if tid in self._recorded:
             return
         step = int(result.get("step", 0))
@@ -180,35 +218,8 @@ class SweepRecorder(Callback):
             shown = f"{self.ctx.metric}={value:.4g}" if value is not None else "no metric yet"
             self.say(f"    trial {self._number(tid)} step {step}/{result.get('iterations', '?')}: {shown}")
 
-    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        if self.tracker is None or trial.trial_id not in self._runs:
-            return
-        step = int(self._last.get(trial.trial_id, {}).get("step", 0))
-        try:
-            with checkpoint.as_directory() as d:
-                preview = Path(d) / "samples.png"
-                if preview.exists():
-                    # copy out: the checkpoint dir may be removed when a newer one replaces it
-                    keep = self.sweep_path / "samples" / trial.trial_id / f"step_{step:08d}.png"
-                    keep.parent.mkdir(parents=True, exist_ok=True)
-                    keep.write_bytes(preview.read_bytes())
-                    self.tracker.log_artifact(self._runs[trial.trial_id], keep, "samples")
-        except Exception as e:  # noqa: BLE001 - a missing preview must never fail the sweep
-            self.say(f"    (could not log samples of {trial.trial_id}: {e})")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = self._last.get(trial.trial_id, {})
-        status = last.get("trial_status", "")
-        if status not in ("completed", "diverged"):
-            status = "stopped_early"  # a scheduler (ASHA) ended it before its budget
-        self._finish(trial, status, "")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "failed", _error_text(trial))
-
     # --- the durable record ----------------------------------------------------------------
-    def _finish(self, trial: Any, status: str, error: str) -> None:
-        tid = trial.trial_id
+    def _finish(self, tid: str, config: dict[str, Any], status: str, error: str) -> None:
         if tid in self._finished or tid in self._recorded:
             return
         self._finished.add(tid)
@@ -218,7 +229,7 @@ class SweepRecorder(Callback):
         ]
         if status == "diverged" and not error:
             error = f"diverged at step {last.get('step')}"
-        params = self._params(trial)
+        params = self._params(config)
         attempt = self._attempt.get(tid, 1)
         run = self._runs.get(tid)
         row = self._row(tid, attempt, status, error, params, history, last, run)
@@ -282,6 +293,26 @@ class SweepRecorder(Callback):
             else:
                 row[f"best_{m}"], row[f"best_{m}_step"] = None, None
         return row
+
+
+def members_of(trial: Any) -> list[tuple[str, int | None, dict[str, Any]]]:
+    """(member id, index in the pack or None, sampled config) for each training in a Tune trial."""
+    config = dict(trial.config)
+    if PACK_KEY in config:
+        return [(f"{trial.trial_id}-m{i}", i, dict(c)) for i, c in enumerate(config[PACK_KEY])]
+    return [(trial.trial_id, None, config)]
+
+
+def member_result(result: dict[str, Any], index: int | None) -> dict[str, Any]:
+    """A pack's result holds ``m{i}/<key>`` per member; give member ``index`` its plain keys back."""
+    if index is None:
+        return result
+    prefix = f"m{index}/"
+    out = {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
+    for key in ("step", "iterations"):
+        if key in result:
+            out.setdefault(key, result[key])
+    return out
 
 
 class _InertCallback(Callback):

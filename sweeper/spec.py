@@ -344,6 +344,8 @@ class SweepSpec(_Strict):
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
     allowed_failure_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    pack: Annotated[int, Field(ge=1, le=256)] = 1
+    """Train this many trainings together as one vectorized model per Tune trial (trainers.packed)."""
 
     @field_validator("seeds")
     @classmethod
@@ -429,6 +431,11 @@ class SweepSpec(_Strict):
                                         f"use `grid`, not {self.search.sampler!r} "
                                         "(it would mix values across blocks)")
             )  # fmt: skip
+        if self.pack > 1:
+            if self.scheduler.type != "fifo":
+                errors.append((("pack",), "packed trials run to the end together: use `scheduler: {type: fifo}`"))
+            if self.resources.workers > 1:
+                errors.append((("pack",), "a pack is one process: use `resources.workers: 1`"))
         errors += self._metric_problems()
         errors += self._device_problems()
         if not errors:
@@ -579,6 +586,11 @@ class SweepSpec(_Strict):
     def n_trials(self) -> int:
         """Tune trials = configurations x seeds."""
         return self.n_configurations * len(self.seeds)
+
+    @property
+    def n_tune_trials(self) -> int:
+        """Tune trials: one per training, or one per pack of ``pack`` trainings."""
+        return -(-self.n_trials // self.pack)
 
     @property
     def n_iterations(self) -> int:

@@ -1,0 +1,112 @@
+"""Packed trials: K trainings that share an architecture run as one Tune trial.
+
+``pack: K`` in a sweep file makes each Tune trial ask the searcher for K configurations (seed
+replicates included), train them together with ``trainers.packed.PackedTrainer`` (one vectorized
+model in one process), and report every member under ``m{i}/<key>``. The recorder splits such a
+trial back into K members, so Parquet rows and MLflow runs look exactly like unpacked ones; Optuna
+is told each member's objective separately.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+PACK_KEY = "__pack__"
+
+
+class PackSearcher(Searcher):
+    """Wraps a searcher: one suggestion = up to K inner suggestions, told back one by one."""
+
+    def __init__(self, inner: Searcher, k: int, metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.inner = inner
+        self.k = k
+        self._members: dict[str, list[str]] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        configs, ids = [], []
+        for i in range(self.k):
+            sub = f"{trial_id}-m{i}"
+            cfg = self.inner.suggest(sub)
+            if cfg is None or cfg == Searcher.FINISHED:
+                if not configs:
+                    return cfg
+                break
+            configs.append(cfg)
+            ids.append(sub)
+        self._members[trial_id] = ids
+        return {PACK_KEY: configs}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # members are told only their final objective
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        for i, sub in enumerate(self._members.pop(trial_id, [])):
+            value = (result or {}).get(f"m{i}/{self.metric}")
+            if error or value is None:
+                self.inner.on_trial_complete(sub, None, error=True)
+            else:
+                self.inner.on_trial_complete(sub, {self.metric: value}, error=False)
+
+    def save(self, checkpoint_path: str) -> None:
+        inner_path = checkpoint_path + ".inner"
+        self.inner.save(inner_path)
+        Path(checkpoint_path).write_text(json.dumps({"k": self.k, "members": self._members}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path + ".inner")
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.k, self._members = state["k"], state["members"]
+
+
+def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
+    """The Tune function for a pack: like ``sweeper.trial.run_trial``, for K members at once."""
+    import torch
+    from ray import tune
+
+    from sweeper.trial import OBJECTIVE, _save_preview, penalty, trial_config
+    from trainers.config import TrainConfig
+    from trainers.loop import CHECKPOINT_FILE
+    from trainers.packed import PackedTrainer
+
+    cfgs = [TrainConfig.from_dict(trial_config(m, ctx)) for m in config[PACK_KEY]]
+    trainer = PackedTrainer(cfgs)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))
+    better = max if ctx.mode == "max" else min
+    best: dict[int, float] = {}
+
+    def objective(i: int, metrics: dict[str, float]) -> float:
+        value = metrics.get(ctx.metric, float("nan"))
+        if value == value:  # not NaN
+            best[i] = better(best.get(i, value), value)
+        chosen = best.get(i, value) if ctx.selection == "best" else value
+        return chosen if chosen == chosen else penalty(ctx.mode)
+
+    def report(step: int, progress: list[Any]) -> None:
+        out: dict[str, Any] = {"step": step, "iterations": cfgs[0].iterations}
+        for i, p in enumerate(progress):
+            for k, v in p.metrics.items():
+                out[f"m{i}/{k}"] = float(v)
+            out[f"m{i}/trial_status"] = p.status
+            out[f"m{i}/{OBJECTIVE}"] = objective(i, p.metrics)
+            if p.done:
+                out[f"m{i}/history_json"] = json.dumps(trainer.histories[i] if hasattr(trainer, "histories") else [])
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(trainer.state_dict(), Path(d) / CHECKPOINT_FILE)
+            for i, p in enumerate(progress):
+                if p.samples is not None:
+                    _save_preview(p.samples, Path(d) / f"samples_m{i}.png")
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
+
+    trainer.run(report)
