@@ -6,6 +6,16 @@ setup on workers. Calls go through a queue that is flushed in order; when the
 tracking server is unreachable, operations stay queued and are retried later,
 so a server hiccup delays logging but never fails a trial or loses a metric.
 
+While the server is healthy, calls are delivered at once in the caller's thread
+(run ids are known as soon as ``start_run`` returns). After a failed call the
+tracker is *degraded*: new calls are only queued (the Tune callback returns in
+microseconds) and one background thread retries the queue every
+``retry_every_s``; once it is empty, delivery is synchronous again. The only
+call a caller ever waits for during an outage is the one that discovers it:
+milliseconds for a refused connection, at most ``MLFLOW_HTTP_REQUEST_TIMEOUT``
+(10 s here) for a host that does not answer. MLflow's own HTTP retries are off
+(they would block each call for minutes); ``drain`` waits at the end of a sweep.
+
 Layout (contract): experiment = sweep name; parent run tagged ``snsweep.role =
 sweep``; children tagged ``mlflow.parentRunId``, ``trial_id``, ``normalizer``,
 ``scale``, ``status``; params use the same names as the Parquet columns. No run
@@ -18,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,7 +64,9 @@ def default_artifact_location(artifact_root: Path, experiment: str) -> str:
 
 
 class Tracker:
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+    def __init__(
+        self, tracking_uri: str, experiment: str, artifact_root: Path | None = None, retry_every_s: float = 2.0
+    ):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
@@ -65,24 +78,79 @@ class Tracker:
         self._open: list[RunHandle] = []
         self.failures = 0
         self.last_error = ""
+        self.retry_every_s = retry_every_s
+        self.outages = 0
+        """How many times the tracker became degraded (a failed call after a healthy period)."""
+        self._state = threading.Lock()  # guards the queue, counters and ``_retrier``
+        self._delivering = threading.Lock()  # one deliverer at a time: each call runs once, in order
+        self._retrier: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     # --- plumbing ----------------------------------------------------------------------
     def _enqueue(self, what: str, fn: Callable[[], None]) -> None:
-        self._queue.append((what, fn))
+        with self._state:
+            self._queue.append((what, fn))
+            if self._retrier is not None:
+                return  # degraded: the retry thread delivers it, the caller never waits
         self.flush()
 
+    @property
+    def degraded(self) -> bool:
+        """True while calls are only queued (a call failed and the queue is not delivered yet)."""
+        with self._state:
+            return self._retrier is not None
+
     def flush(self) -> bool:
-        """Run queued operations in order; stop at the first failure and keep the rest."""
-        while self._queue:
-            what, fn = self._queue[0]
+        """Run queued operations in order; stop at the first failure, keep the rest and retry them later."""
+        with self._delivering:
+            ok = self._deliver(from_retrier=False)
+        if not ok:
+            self._start_retrier()
+        return ok
+
+    def _deliver(self, *, from_retrier: bool) -> bool:
+        """Call with ``_delivering`` held. True once the queue is empty (then the retrier stops)."""
+        while True:
+            with self._state:
+                if not self._queue:
+                    if from_retrier:
+                        self._retrier = None  # atomically with the emptiness check: nothing is left behind
+                    return True
+                what, fn = self._queue[0]
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - any transport/server error means "later"
-                self.failures += 1
-                self.last_error = f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                with self._state:
+                    self.failures += 1
+                    self.last_error = f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 return False
-            self._queue.popleft()
-        return True
+            with self._state:
+                self._queue.popleft()
+
+    def _start_retrier(self) -> None:
+        with self._state:
+            if self._retrier is not None:
+                return
+            self.outages += 1
+            self._retrier = threading.Thread(target=self._retry_loop, name="snsweep-mlflow-retry", daemon=True)
+            self._retrier.start()
+
+    def _retry_loop(self) -> None:
+        while not self._stopped.wait(self.retry_every_s):
+            with self._delivering:
+                if self._deliver(from_retrier=True):
+                    return
+        with self._state:
+            self._retrier = None
+
+    def stop_retrying(self) -> None:
+        """Stop the background retries (what is still queued stays in ``pending``); ``flush`` still works."""
+        self._stopped.set()
+        with self._state:
+            retrier = self._retrier
+        if retrier is not None:
+            retrier.join(timeout=30)
+        self._stopped.clear()
 
     def drain(self, timeout_s: float = 120.0, progress: Callable[[str], None] | None = None) -> bool:
         """Keep retrying until the queue is empty or ``timeout_s`` passes (end of sweep)."""
@@ -92,14 +160,15 @@ class Tracker:
             if time.monotonic() > deadline:
                 return False
             if progress and not warned:
-                progress(f"MLflow unreachable ({self.last_error}); retrying {len(self._queue)} queued calls")
+                progress(f"MLflow unreachable ({self.last_error}); retrying {self.pending} queued calls")
                 warned = True
-            time.sleep(2.0)
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
         return True
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        with self._state:
+            return len(self._queue)
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:

@@ -12,6 +12,7 @@ kill is not enough), SIGTERM first, SIGKILL after a grace period. Never ``ray st
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -262,3 +263,129 @@ def ray_head(
         shutil.rmtree(short, ignore_errors=True)
         if survivors:
             raise RuntimeError(f"Ray processes survived SIGKILL: {sorted(survivors)}")
+
+
+# --- a multi-node cluster on one machine ------------------------------------------------------------
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 2,
+                      "health_check_timeout_ms": 1000}  # fmt: skip
+
+
+@dataclass
+class RayCluster:
+    """A head and worker nodes (``ray.cluster_utils.Cluster``) run by one host process we started."""
+
+    tree: ProcessTree
+    proc: subprocess.Popen
+    gcs_address: str
+    nodes: list[dict]
+    """Per node: ``role`` ("head"/"worker"), ``node_id``, ``pids`` ({process type: [pid]})."""
+    env: dict[str, str]
+    log: Path
+
+    def node(self, role: str, index: int = 0) -> dict:
+        return [n for n in self.nodes if n["role"] == role][index]
+
+    def raylet_pid(self, role: str, index: int = 0) -> int:
+        return self.node(role, index)["pids"]["raylet"][0]
+
+    def log_tail(self, n: int = 40) -> str:
+        return _tail(self.log, n)
+
+
+@contextlib.contextmanager
+def ray_cluster(
+    tmp: Path,
+    *,
+    head_cpus: int = 1,
+    workers: list[dict] | None = None,
+    system_config: dict | None = None,
+    timeout_s: float = 90,
+) -> Iterator[RayCluster]:
+    """A head (``head_cpus`` CPUs, no dashboard) plus one node per ``workers`` entry (``add_node`` kwargs).
+
+    Everything runs in a host process of ours (``python ray_fixtures.py cluster``), so the
+    cluster's processes are exactly that process's tree: loopback only, free ports (the
+    fixed metrics/agent defaults 44217, 44227, 52365 are replaced), no token auth, HOME and
+    TMPDIR private. ``RayCluster.env`` is the environment a driver must use to connect.
+    """
+    short = Path(tempfile.mkdtemp(prefix="ray-"))
+    env = isolated_env(tmp, TMPDIR=str(short), RAY_AUTH_MODE="disabled")
+    gcs, agent, m_auto, m_dash = free_ports(4)
+    env.update(AUTOSCALER_METRIC_PORT=str(m_auto), DASHBOARD_METRIC_PORT=str(m_dash))
+    config = {
+        "head": {"num_cpus": head_cpus, "gcs_server_port": gcs, "dashboard_agent_listen_port": agent},
+        "workers": [{"num_cpus": 1, **w} for w in (workers if workers is not None else [{}])],
+        "system_config": system_config or {},
+        "temp_dir": str(short / "ray"),
+    }
+    info = tmp / "ray-cluster.json"
+    info.unlink(missing_ok=True)
+    log = tmp / "ray-cluster.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "cluster", json.dumps(config), str(info)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    tree = ProcessTree(proc.pid)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not info.exists():
+            tree.refresh()
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"the Ray cluster did not start in {timeout_s:g} s:\n{_tail(log)}")
+            time.sleep(0.5)
+        data = json.loads(info.read_text())
+        tree.refresh()
+        yield RayCluster(tree, proc, data["gcs_address"], data["nodes"], env, log)
+    finally:
+        survivors = tree.stop()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+        shutil.rmtree(short, ignore_errors=True)
+        if survivors:
+            raise RuntimeError(f"Ray processes survived SIGKILL: {sorted(survivors)}")
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _cluster_main(config: dict, info: Path) -> None:
+    """The host process of ``ray_cluster``: start the nodes, publish their ids and PIDs, wait."""
+    from ray.cluster_utils import Cluster
+
+    common = {"node_ip_address": "127.0.0.1", "temp_dir": config["temp_dir"]}
+    cluster = Cluster(
+        initialize_head=True,
+        shutdown_at_exit=False,  # the test stops our whole process tree by PID
+        head_node_args={**common, "include_dashboard": False, **config["head"],
+                        "_system_config": config["system_config"]},
+    )  # fmt: skip
+    nodes = [("head", cluster.head_node)]
+    for w in config["workers"]:
+        nodes.append(("worker", cluster.add_node(**common, **w)))
+    cluster.wait_for_nodes()
+    data = {
+        "gcs_address": cluster.gcs_address,
+        "nodes": [
+            {"role": role, "node_id": n.node_id,
+             "pids": {kind: [p.process.pid for p in procs] for kind, procs in n.all_processes.items()}}
+            for role, n in nodes
+        ],
+    }  # fmt: skip
+    tmp = info.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(info)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "cluster":
+        _cluster_main(json.loads(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        sys.exit(f"usage: {sys.argv[0]} cluster CONFIG_JSON INFO_PATH")
