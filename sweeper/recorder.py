@@ -65,6 +65,7 @@ class SweepRecorder(Callback):
         self.best: tuple[float, str] | None = None
         self.counts = dict.fromkeys(results.STATUSES, 0)
         self._existing_attempts = self._scan_attempts()
+        self._unlinked: list[tuple[RunHandle, dict[str, Any]]] = []
         self._recorded = self._scan_finished()
         """Trials whose final row is already on disk (finished just before a driver died):
         Tune may replay them from their last checkpoint; they must not be recorded twice."""
@@ -234,6 +235,8 @@ class SweepRecorder(Callback):
         run = self._runs.get(tid)
         row = self._row(tid, attempt, status, error, params, history, last, run)
         results.write_trial(self.sweep_path, row, self.metrics)
+        if run is not None and run.run_id is None and self.tracker is not None:
+            self._unlinked.append((run, row))  # MLflow is down: fill the run id in once it exists
         results.write_curves(self.sweep_path, tid, attempt, history)
         self.counts[status] += 1
         final = row.get(f"final_{self.ctx.metric}")
@@ -250,6 +253,16 @@ class SweepRecorder(Callback):
         mark = {"completed": "ok", "diverged": "DIVERGED", "stopped_early": "stopped", "failed": "FAILED"}[status]
         detail = f" {error.splitlines()[0][:160]}" if status == "failed" and error else ""
         self.say(f"  {mark} trial {self._number(tid)} [{tid}] {status} {shown}{detail} | {self._status_line()}")
+
+    def relink(self) -> int:
+        """Rewrite rows written while MLflow was unreachable, now that their run ids exist."""
+        done = 0
+        for run, row in list(self._unlinked):
+            if run.run_id is not None:
+                results.write_trial(self.sweep_path, {**row, "mlflow_run_id": run.run_id}, self.metrics)
+                self._unlinked.remove((run, row))
+                done += 1
+        return done
 
     def _row(
         self,

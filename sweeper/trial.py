@@ -7,6 +7,10 @@ The final report carries the run's summary (final/best per metric and the full
 evaluation history), so the driver can write an exact Parquet row even if it
 was restarted mid-trial. Private settings (paths) come through
 ``tune.with_parameters``, never through the param space.
+
+A trial with ``resources.workers > 1`` trains data-parallel in a Ray Train
+``TorchTrainer`` that this function launches (``sweeper/distributed.py``); Tune
+sees the same results and checkpoints either way.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class TrialContext:
     selection: str
     num_threads: int = 1
     data_root_overrides: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    """DDP workers per trial (``resources.workers``); 1 trains in the Tune function itself."""
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
 
 
 def trial_config(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
@@ -48,37 +56,63 @@ def penalty(mode: str) -> float:
     return -1e6 if mode == "max" else 1e6
 
 
-def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    from ray import tune
+def progress_metrics(p: Any, history: list[dict[str, float]]) -> dict[str, Any]:
+    """A ``Progress`` as the result keys the recorder reads (the objective is added by ``TuneReporter``)."""
+    metrics: dict[str, Any] = {k: float(v) for k, v in p.metrics.items()}
+    metrics.update(step=p.step, iterations=p.iterations, trial_status=p.status)
+    if p.done:
+        # The loop's TrainResult arrives after the last report; the summary must be in that
+        # last report, so the history is read from the trainer's state instead.
+        metrics["history_json"] = json.dumps(history)
+    return metrics
 
+
+def write_checkpoint(p: Any, directory: Path) -> bool:
+    """The trainer's checkpoint plus a sample preview; False where this rank writes nothing."""
+    if p.save_checkpoint(directory) is None:
+        return False
+    if p.samples is not None:
+        _save_preview(p.samples, directory / "samples.png")
+    return True
+
+
+class TuneReporter:
+    """Adds the searcher's objective (final or best so far) and reports to Tune with a checkpoint."""
+
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+        self.best: float | None = None
+
+    def objective(self, metrics: dict[str, Any]) -> float:
+        value = metrics.get(self.ctx.metric, math.nan)
+        if math.isfinite(value):
+            better = max if self.ctx.mode == "max" else min
+            self.best = value if self.best is None else better(self.best, value)
+        chosen = self.best if (self.ctx.selection == "best" and self.best is not None) else value
+        return chosen if math.isfinite(chosen) else penalty(self.ctx.mode)
+
+    def __call__(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        from ray import tune
+
+        metrics = {**metrics, OBJECTIVE: self.objective(metrics)}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from trainers.config import TrainConfig
-    from trainers.loop import CHECKPOINT_FILE, Progress
 
     cfg = TrainConfig.from_dict(trial_config(config, ctx))
-    better = max if ctx.mode == "max" else min
-    best: list[float] = []
+    to_tune = TuneReporter(ctx)
+    if ctx.workers > 1:
+        from sweeper.distributed import run_distributed
 
-    def objective(metrics: dict[str, float]) -> float:
-        value = metrics.get(ctx.metric, math.nan)
-        if math.isfinite(value):
-            best[:] = [better(best[0], value)] if best else [value]
-        chosen = best[0] if (ctx.selection == "best" and best) else value
-        return chosen if math.isfinite(chosen) else penalty(ctx.mode)
+        run_distributed(cfg, ctx, to_tune)
+        return
 
-    def report(p: Progress) -> None:
-        metrics: dict[str, Any] = {k: float(v) for k, v in p.metrics.items()}
-        metrics.update(step=p.step, iterations=p.iterations, trial_status=p.status, **{OBJECTIVE: objective(metrics)})
-        if p.done:
-            metrics["history_json"] = json.dumps(trainer_history[0]() if trainer_history else [])
-        with tempfile.TemporaryDirectory() as d:
-            p.save_checkpoint(Path(d))
-            if p.samples is not None:
-                _save_preview(p.samples, Path(d) / "samples.png")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    from ray import tune
 
-    # The loop's TrainResult arrives after the last report; the summary must be in
-    # that last report, so the history is read from the checkpoint state instead.
-    trainer_history: list[Any] = []
+    from trainers.loop import CHECKPOINT_FILE, Progress, Trainer
+
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -87,12 +121,15 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             (local / CHECKPOINT_FILE).write_bytes((Path(d) / CHECKPOINT_FILE).read_bytes())
         resume = local / CHECKPOINT_FILE
 
-    from trainers.loop import Trainer
-
     trainer = Trainer(cfg)
     if resume is not None:
         trainer.load(resume)
-    trainer_history.append(lambda: trainer.history)
+
+    def report(p: Progress) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            write_checkpoint(p, Path(d))
+            to_tune(progress_metrics(p, trainer.history), Path(d))
+
     trainer.run(report)
 
 

@@ -330,15 +330,18 @@ def run_sweep(
             recorder.note_previous_attempts(tracker.attempts_by_trial())
         except Exception as e:  # noqa: BLE001 - numbering falls back to the Parquet files
             progress(f"could not read earlier attempts from MLflow ({type(e).__name__})")
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, ctx=ctx),
-        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+    from sweeper.distributed import trial_resources, with_workers
+
+    trainable = tune.with_resources(  # workers > 1: the Tune function launches a TorchTrainer (sweeper/distributed.py)
+        tune.with_parameters(run_trial, ctx=with_workers(ctx, spec.resources)),
+        trial_resources(spec.resources),
     )
     tune_path = (sweep_path / TUNE_DIR).resolve()
     concurrency = spec.resources.max_concurrent
     progress(
         f"sweep {spec.name}: {spec.n_trials} trials ({spec.n_configurations} configurations x "
-        f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}), sampler {spec.search.sampler}, objective {spec.objective.metric} "
+        f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}), sampler {spec.search.sampler}, "
+        f"objective {spec.objective.metric} "
         f"({spec.metric_mode}, {spec.objective.selection}); results in {sweep_path}"
     )
     if resume:
@@ -405,6 +408,11 @@ def finish_sweep(spec, sweep_path, recorder, tracker, parent, progress) -> Sweep
         tracker.close("KILLED")
         if not tracker.drain(timeout_s=120, progress=progress):
             progress(f"warning: {tracker.pending} MLflow calls could not be delivered ({tracker.last_error})")
+        recorder.relink()
+        meta = results.read_sweep_meta(sweep_path)
+        if parent.run_id and meta.get("mlflow_parent_run_id") != parent.run_id:
+            meta["mlflow_parent_run_id"] = parent.run_id  # MLflow was down when the sweep started
+            results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
     return SweepOutcome(
         name=spec.name,
         sweep_path=sweep_path,

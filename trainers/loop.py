@@ -11,10 +11,52 @@ The loop knows nothing about Ray, Optuna or MLflow: it calls ``report`` with a
 Tune trial forwards it, ``python -m trainers`` prints it). Checkpoints hold the
 models, optimizers, every RNG state and the best-so-far bookkeeping, so a run
 resumed from step N is bit-identical on CPU to one that never stopped.
+
+Data-parallel training (``Trainer(cfg, distributed=True)`` inside an initialized
+``torch.distributed`` process group, e.g. a Ray Train worker; see
+``sweeper/distributed.py``). With one process nothing below applies and the loop
+is exactly the single-process one.
+
+* **Batch semantics**: ``cfg.batch_size`` is per worker (the paper's "batch 64 per
+  GPU"); N workers train on a global batch of N x batch_size per D/G update, with
+  the learning rates unchanged (DDP averages the per-worker gradients).
+* **BatchNorm in G**: per-worker batch statistics, not ``SyncBatchNorm``: each
+  worker's BN normalizes its own batch_size samples, exactly what a single GPU
+  does at that batch (the paper's TF code ran on one GPU); SyncBatchNorm would
+  normalize over N x batch_size and change the numerics. The BN running averages
+  that evaluation uses are rank 0's (its EMA over its own batches, as a single
+  GPU's): only rank 0 evaluates and saves, and every rank resumes from them.
+* **Buffers**: DDP runs with ``forward_sync_buffers=False`` (no per-forward
+  broadcast; buffers are still synced once at wrap time). D's power-iteration
+  vectors need none: every rank starts from the same seed, applies the same
+  all-reduced gradient with the same Adam state, and so runs
+  ``normalizers.update(D)`` on identical weights, keeping u identical
+  (tests/test_ddp.py checks it); a broadcast before each of D's forwards would be
+  a collective per forward for nothing. G's BN running stats are rank-local, and
+  only rank 0's are ever read (see above).
+* **Several D forwards per step** (real, fake, the penalty's double backward, the
+  G step): plain DDP handles them because every parameter's gradient accumulates
+  once per backward. The G step's backward also fills D's gradients, which the
+  next D step discards: it runs under D's ``no_sync()`` so they are not all-reduced.
+* **Randomness**: models are built from ``cfg.seed`` on every rank (identical
+  initial weights and u vectors; DDP also broadcasts rank 0's). Then rank r > 0
+  reseeds its data and z streams from (seed, r); rank 0 keeps the single-process
+  streams. Losses are averaged over ranks every step, so divergence is decided
+  identically everywhere.
+* **Checkpoints**: ``save`` is collective: every rank's RNG states (torch, CUDA,
+  data, epoch order) are gathered into rank 0's file under ``ranks``; rank 0
+  alone writes; every rank loads the same file and takes back its own
+  streams, so a resumed run continues bit-identically on CPU. Resuming needs the
+  same number of workers. Only rank 0 evaluates, keeps best/history and has
+  metrics and samples in its ``Progress``; every rank gets the reports, since
+  saving is collective. The other ranks wait for rank 0's evaluation in the next
+  collective, so one evaluation must fit in the process group's timeout (30 min).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +64,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from trainers import normalizers
 from trainers.config import ConfigError, TrainConfig
@@ -47,7 +91,8 @@ class Progress:
     iterations: int
     metrics: dict[str, float]
     """Evaluation metrics, losses and (when enabled) diagnostics at this step."""
-    save_checkpoint: Callable[[Path], Path]
+    save_checkpoint: Callable[[Path], Path | None]
+    """Write a checkpoint into a directory; collective when distributed (only rank 0 writes)."""
     samples: torch.Tensor | None = None
     """A few generated samples (images or 2D points) for previews."""
     done: bool = False
@@ -68,15 +113,29 @@ class TrainResult:
 
 
 class Trainer:
-    """Holds the state of one run; ``run()`` trains to ``cfg.iterations``."""
+    """Holds the state of one run; ``run()`` trains to ``cfg.iterations``.
 
-    def __init__(self, cfg: TrainConfig):
+    ``distributed=True``: one rank of a data-parallel run in the current
+    ``torch.distributed`` process group (module docstring); a group of one is the
+    single-process trainer.
+    """
+
+    def __init__(self, cfg: TrainConfig, distributed: bool = False):
         self.cfg = cfg
+        if distributed and not dist.is_initialized():
+            raise ConfigError("distributed=True needs an initialized torch.distributed process group")
+        self.rank = dist.get_rank() if distributed else 0
+        self.world_size = dist.get_world_size() if distributed else 1
+        self.is_main = self.rank == 0
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         if cfg.normalizer not in normalizers.METHODS:
             raise ConfigError(f"unknown normalizer {cfg.normalizer!r}; valid: {', '.join(normalizers.METHODS)}")
         self.device = torch.device(cfg.device)
+        if self.world_size > 1 and self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+            torch.cuda.set_device(self.device)  # NCCL collectives use the current device
         torch.manual_seed(cfg.seed)
         self.source = make_source(cfg)
         self.G, self.D = build_models(cfg)
@@ -90,11 +149,25 @@ class Trainer:
         self.eval_z = torch.randn(
             cfg.eval_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(EVAL_LATENT_SEED)
         )
+        # what train_step calls: the DDP wrappers when distributed, else G and D themselves
+        self.train_G, self.train_D = self.G, self.D
+        if self.world_size > 1:
+            self._setup_ddp()
         self.evaluate_samples = make_evaluator(cfg, self.source)
         self.step = 0
         self.best: dict[str, float] = {}
         self.best_step: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
+
+    def _setup_ddp(self) -> None:
+        if self.rank > 0:  # rank 0 keeps the single-process streams
+            torch.manual_seed(_rank_seed(self.cfg.seed, self.rank))
+            self.data_rng.manual_seed(_rank_seed(self.cfg.seed + 1, self.rank))
+        # SNConv creates its u/v buffers at the first forward: create them before DDP snapshots them
+        normalizers.materialize(self.D, self.generate(self.eval_z[:1]).to(self.device))
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.train_G = DistributedDataParallel(self.G, device_ids=ids, forward_sync_buffers=False)
+        self.train_D = DistributedDataParallel(self.D, device_ids=ids, forward_sync_buffers=False)
 
     def _normalizer_options(self) -> dict:
         opts = dict(self.cfg.options)
@@ -103,7 +176,25 @@ class Trainer:
         return opts
 
     # --- checkpoints -------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        """This process's random streams: everything a bit-exact resume needs besides the models."""
+        state = {"rng_torch": torch.get_rng_state(), "rng_data": self.data_rng.get_state()}
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if hasattr(self.source, "state_dict"):
+            state["source"] = self.source.state_dict()
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["rng_torch"].cpu())
+        self.data_rng.set_state(state["rng_data"].cpu())
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        if "source" in state and hasattr(self.source, "load_state_dict"):
+            self.source.load_state_dict(state["source"])
+
     def state_dict(self) -> dict:
+        """The checkpoint; collective when distributed (gathers every rank's random streams)."""
         state = {
             "config": self.cfg.to_dict(),
             "step": self.step,
@@ -111,24 +202,28 @@ class Trainer:
             "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "rng_torch": torch.get_rng_state(),
-            "rng_data": self.data_rng.get_state(),
+            **self._rng_state(),
             "best": dict(self.best),
             "best_step": dict(self.best_step),
             "history": list(self.history),
         }
-        if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        if hasattr(self.source, "state_dict"):
-            state["source"] = self.source.state_dict()
+        if self.world_size > 1:
+            ranks: list[dict | None] = [None] * self.world_size
+            dist.all_gather_object(ranks, self._rng_state())
+            state["ranks"] = ranks
         return state
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path) -> Path | None:
+        """Write ``checkpoint.pt`` into ``directory``; when distributed every rank must call it,
+        rank 0 alone writes (the others return None)."""
+        state = self.state_dict()
+        if not self.is_main:
+            return None
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / CHECKPOINT_FILE
         tmp = directory / f".{CHECKPOINT_FILE}.tmp"
-        torch.save(self.state_dict(), tmp)
+        torch.save(state, tmp)
         tmp.replace(path)  # a crash mid-write never leaves a torn checkpoint
         return path
 
@@ -147,12 +242,15 @@ class Trainer:
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["rng_torch"].cpu())
-        self.data_rng.set_state(state["rng_data"].cpu())
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
-        if "source" in state and hasattr(self.source, "load_state_dict"):
-            self.source.load_state_dict(state["source"])
+        if self.world_size > 1:
+            ranks = state.get("ranks") or [state]
+            if len(ranks) != self.world_size:
+                raise ConfigError(
+                    f"refusing to resume {path}: written by {len(ranks)} worker(s), this run has {self.world_size}"
+                )
+            self._set_rng_state(ranks[self.rank])
+        else:
+            self._set_rng_state(state)
         self.step = int(state["step"])
         self.best, self.best_step = dict(state["best"]), dict(state["best_step"])
         self.history = list(state["history"])
@@ -170,19 +268,25 @@ class Trainer:
         for i in range(cfg.n_dis):
             real, z = self._real(b), self._z(b)
             with torch.no_grad():
-                fake = self.G(z)  # train-mode BN stats update here too, as in the TF code
-            loss_d = self.loss.d_loss(self.D, real, fake, cfg.gp_weight)
+                fake = self.train_G(z)  # train-mode BN stats update here too, as in the TF code
+            loss_d = self.loss.d_loss(self.train_D, real, fake, cfg.gp_weight)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             if want_grads and i == cfg.n_dis - 1:
                 grads = _grad_norms(self.D)
             self.opt_d.step()
             normalizers.update(self.D)  # exactly one persisted power iteration per D update
-        # the G step reuses the last D step's z (paper semantics)
-        loss_g = self.loss.g_loss(self.D(self.G(z)))
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        # the G step reuses the last D step's z (paper semantics); D's gradients from it are
+        # discarded by the next D step, so DDP need not all-reduce them
+        with _unsynced(self.train_D):
+            loss_g = self.loss.g_loss(self.train_D(self.train_G(z)))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
         self.opt_g.step()
+        if self.world_size > 1:  # the global batch's losses, so every rank sees the same divergence
+            both = torch.stack([loss_d.detach(), loss_g.detach()]).double()
+            dist.all_reduce(both)
+            return float(both[0]) / self.world_size, float(both[1]) / self.world_size, grads
         return float(loss_d.detach()), float(loss_g.detach()), grads
 
     # --- evaluation ----------------------------------------------------------------
@@ -234,7 +338,7 @@ class Trainer:
             report(Progress(self.step, cfg.iterations, last, self.save, None, done=True, status="completed"))
         while self.step < cfg.iterations:
             is_eval = (self.step + 1) % cfg.eval_every == 0 or self.step + 1 == cfg.iterations
-            loss_d, loss_g, grads = self.train_step(want_grads=is_eval and cfg.diagnostics)
+            loss_d, loss_g, grads = self.train_step(want_grads=is_eval and cfg.diagnostics and self.is_main)
             self.step += 1
             loss_sum = [loss_sum[0] + loss_d, loss_sum[1] + loss_g, loss_sum[2] + 1]
             bad = next(
@@ -249,7 +353,7 @@ class Trainer:
                 continue
             metrics = {"loss_d": loss_sum[0] / loss_sum[2], "loss_g": loss_sum[1] / loss_sum[2]}
             loss_sum = [0.0, 0.0, 0]
-            if status != "diverged":
+            if status != "diverged" and self.is_main:
                 metrics.update(self.evaluate())
                 metrics.update(grads)
                 metrics.update(self.diagnostics())
@@ -280,6 +384,16 @@ class Trainer:
             wall_seconds=time.perf_counter() - t0,
             history=list(self.history),
         )
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """A 63-bit seed for rank ``rank``'s stream of ``seed``, unrelated to any other (seed, rank)."""
+    digest = hashlib.sha256(f"snsweep-rank:{seed}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _unsynced(module: nn.Module) -> contextlib.AbstractContextManager:
+    return module.no_sync() if isinstance(module, DistributedDataParallel) else contextlib.nullcontext()
 
 
 def _grad_norms(d: nn.Module) -> dict[str, float]:
