@@ -234,9 +234,13 @@ def make_searcher(spec: SweepSpec) -> Any:
         "grid": lambda: optuna.samplers.RandomSampler(seed=seed),  # never used: every point is enqueued
     }
     space = optuna_space(spec)
+    if not space:
+        # Everything is fixed (e.g. one grid point): OptunaSearch refuses an empty space, so give it a
+        # constant placeholder; keys starting with "__" never reach the training config.
+        space = {"__constant__": optuna.distributions.CategoricalDistribution([0])}
     points = None
     if spec.is_grid:
-        points = [{k: v for k, v in pt.items() if k in space} for pt in grid_points(spec)]
+        points = [{k: v for k, v in pt.items() if k in space} or {"__constant__": 0} for pt in grid_points(spec)]
     searcher = OptunaSearch(
         space=space,
         metric=OBJECTIVE,
@@ -338,6 +342,13 @@ def run_sweep(
     )
     tune_path = (sweep_path / TUNE_DIR).resolve()
     concurrency = spec.resources.max_concurrent
+    if concurrency is None and spec.resources.workers > 1:
+        # A multi-worker trial's Tune function reserves almost nothing; without a cap every trial
+        # would start at once and queue for workers while the searcher hears nothing back.
+        import ray
+
+        per_trial = spec.resources.workers * spec.resources.cpus_per_trial
+        concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
     progress(
         f"sweep {spec.name}: {spec.n_trials} trials ({spec.n_configurations} configurations x "
         f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}), sampler {spec.search.sampler}, "

@@ -132,3 +132,13 @@ def test_python_m_trainers_trains_and_resumes(tmp_path: Path):
     assert main(["--config", str(cfg), "--out", str(out), "--resume", "--set", "iterations=6"]) == 0
     assert json.loads((out / "result.json").read_text())["step"] == 6
     assert main(["--config", str(cfg), "--set", 'normalizer="bogus"', "--out", str(out / "x")]) == 2
+
+
+def test_diagnostics_do_not_change_the_trajectory():
+    """Same run with and without diagnostics: identical weights (diagnostics draw no training randomness)."""
+    with_diag = Trainer(tiny(diagnostics=True))  # each Trainer seeds torch's global RNG: build, run, then the next
+    with_diag.run()
+    without = Trainer(tiny(diagnostics=False))
+    without.run()
+    a, b = _state(with_diag), _state(without)
+    assert all(torch.equal(a[k], b[k]) for k in a)

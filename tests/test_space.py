@@ -190,3 +190,22 @@ def test_seeded_tpe_is_reproducible() -> None:
                for i in range(0, n, 2))  # fmt: skip  # each configuration once per seed
     other = specmod.parse(text.replace("seed: 0", "seed: 1"), "demo")
     assert _suggestions(other, n) != first
+
+
+@pytest.mark.parametrize("sampler", ["grid", "tpe"])
+def test_a_sweep_with_nothing_to_search_still_gets_suggestions(sampler: str):
+    """OptunaSearch refuses an empty space; a constant placeholder keeps one-point sweeps working."""
+    from sweeper.trial import TrialContext, trial_config
+    from sweeper.tuning import make_searcher
+
+    spec = specmod.SweepSpec.model_validate(
+        {"name": "one", "space": {"normalizer": {"grid": ["sn"]}, "scale": 1.2}, "seeds": [0, 1],
+         "search": {"sampler": sampler, "trials": 1}}  # fmt: skip
+    )
+    searcher = make_searcher(spec)
+    configs = [searcher.suggest(f"t{i}") for i in range(2)]
+    ctx = TrialContext(fixed={"normalizer": "sn", "scale": 1.2}, seeds=[0, 1], metric="m", mode="max",
+                       selection="final")  # fmt: skip
+    resolved = [trial_config(c, ctx) for c in configs]
+    assert [r["seed"] for r in resolved] == [0, 1]
+    assert all("__constant__" not in r and r["normalizer"] == "sn" for r in resolved)

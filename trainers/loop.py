@@ -313,11 +313,16 @@ class Trainer:
     def diagnostics(self) -> dict[str, float]:
         if not self.cfg.diagnostics:
             return {}
-        # fork the RNG so diagnostics never change the training trajectory
+        # Diagnostics must never change the training trajectory: the global RNG is forked, the
+        # probe batch comes from a generator of its own, and an epoch sampler's position is kept.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             from trainers import diagnostics
 
-            x = self._real(min(self.cfg.batch_size, 16))
+            saved = self.source.state_dict() if hasattr(self.source, "state_dict") else None
+            probe_rng = torch.Generator().manual_seed(self.cfg.seed + 2)
+            x = self.source.sample(min(self.cfg.batch_size, 16), probe_rng).to(self.device)
+            if saved is not None:
+                self.source.load_state_dict(saved)
             out = diagnostics.spectral_norms(self.D)
             out.update(diagnostics.parameter_variance(self.D))
             out["prop1_bound"] = diagnostics.prop1_bound(self.D, x)
