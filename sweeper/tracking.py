@@ -42,8 +42,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 MAX_PARAM_LEN = 6000
 
-for _name in ("mlflow", "alembic"):  # schema-migration chatter on a new store is not the user's concern
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass
@@ -68,6 +66,9 @@ class Tracker:
         self, tracking_uri: str, experiment: str, artifact_root: Path | None = None, retry_every_s: float = 2.0
     ):
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # mlflow configures its loggers on import: quiet them after
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
