@@ -27,6 +27,7 @@ class PackSearcher(Searcher):
         self.inner = inner
         self.k = k
         self._members: dict[str, list[str]] = {}
+        self._last: dict[str, float] = {}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
@@ -46,11 +47,15 @@ class PackSearcher(Searcher):
         return {PACK_KEY: configs}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass  # members are told only their final objective
+        # Members report at different steps (one may have diverged earlier): keep each one's last word.
+        for i in range(len(self._members.get(trial_id, []))):
+            if f"m{i}/{self.metric}" in result:
+                self._last[f"{trial_id}/{i}"] = result[f"m{i}/{self.metric}"]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         for i, sub in enumerate(self._members.pop(trial_id, [])):
-            value = (result or {}).get(f"m{i}/{self.metric}")
+            last = self._last.pop(f"{trial_id}/{i}", None)
+            value = (result or {}).get(f"m{i}/{self.metric}", last)
             if error or value is None:
                 self.inner.on_trial_complete(sub, None, error=True)
             else:
@@ -96,16 +101,21 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
     def report(step: int, progress: list[Any]) -> None:
         out: dict[str, Any] = {"step": step, "iterations": cfgs[0].iterations}
         for i, p in enumerate(progress):
+            if p is None:  # this member stopped earlier (diverged): nothing new to say
+                continue
             for k, v in p.metrics.items():
                 out[f"m{i}/{k}"] = float(v)
             out[f"m{i}/trial_status"] = p.status
             out[f"m{i}/{OBJECTIVE}"] = objective(i, p.metrics)
             if p.done:
-                out[f"m{i}/history_json"] = json.dumps(trainer.histories[i] if hasattr(trainer, "histories") else [])
+                out[f"m{i}/history_json"] = json.dumps(trainer.history[i])
+        # Tune requires the searcher's metric at the top level; the PackSearcher reads the per-member ones.
+        values = [out[f"m{i}/{OBJECTIVE}"] for i, p in enumerate(progress) if p is not None]
+        out[OBJECTIVE] = better(values) if values else penalty(ctx.mode)
         with tempfile.TemporaryDirectory() as d:
             torch.save(trainer.state_dict(), Path(d) / CHECKPOINT_FILE)
             for i, p in enumerate(progress):
-                if p.samples is not None:
+                if p is not None and p.samples is not None:
                     _save_preview(p.samples, Path(d) / f"samples_m{i}.png")
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
 

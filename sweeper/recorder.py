@@ -131,7 +131,9 @@ class SweepRecorder(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         for mid, index, _ in members_of(trial):
-            self._result(mid, member_result(result, index))
+            mine = member_result(result, index)
+            if mine is not None:
+                self._result(mid, mine)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         members = [(mid, i) for mid, i, _ in members_of(trial) if mid in self._runs]
@@ -316,12 +318,16 @@ def members_of(trial: Any) -> list[tuple[str, int | None, dict[str, Any]]]:
     return [(trial.trial_id, None, config)]
 
 
-def member_result(result: dict[str, Any], index: int | None) -> dict[str, Any]:
-    """A pack's result holds ``m{i}/<key>`` per member; give member ``index`` its plain keys back."""
+def member_result(result: dict[str, Any], index: int | None) -> dict[str, Any] | None:
+    """A pack's result holds ``m{i}/<key>`` per member; give member ``index`` its plain keys back.
+
+    None when the member has nothing in this result (it stopped earlier than the others)."""
     if index is None:
         return result
     prefix = f"m{index}/"
     out = {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
+    if not out:
+        return None
     for key in ("step", "iterations"):
         if key in result:
             out.setdefault(key, result[key])

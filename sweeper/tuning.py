@@ -252,6 +252,13 @@ def make_searcher(spec: SweepSpec) -> Any:
     return Repeater(searcher, repeat=len(spec.seeds), set_index=True)
 
 
+def make_pack_searcher(spec: SweepSpec) -> Any:
+    """``pack: K``: each Tune trial asks for K configurations (see sweeper.packing)."""
+    from sweeper.packing import PackSearcher
+
+    return PackSearcher(make_searcher(spec), spec.pack, OBJECTIVE, spec.metric_mode)
+
+
 def make_scheduler(spec: SweepSpec) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -280,6 +287,7 @@ def run_sweep(
 ) -> SweepOutcome:
     from ray import tune
 
+    from sweeper.packing import run_pack_trial
     from sweeper.recorder import SweepRecorder
     from sweeper.tracking import Tracker
     from sweeper.trial import run_trial
@@ -337,7 +345,7 @@ def run_sweep(
     from sweeper.distributed import trial_resources, with_workers
 
     trainable = tune.with_resources(  # workers > 1: the Tune function launches a TorchTrainer (sweeper/distributed.py)
-        tune.with_parameters(run_trial, ctx=with_workers(ctx, spec.resources)),
+        tune.with_parameters(run_pack_trial if spec.pack > 1 else run_trial, ctx=with_workers(ctx, spec.resources)),
         trial_resources(spec.resources),
     )
     tune_path = (sweep_path / TUNE_DIR).resolve()
@@ -362,9 +370,9 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=make_searcher(spec),
+                search_alg=make_pack_searcher(spec) if spec.pack > 1 else make_searcher(spec),
                 scheduler=make_scheduler(spec),
-                num_samples=spec.n_trials,
+                num_samples=spec.n_tune_trials,
                 max_concurrent_trials=concurrency,
                 time_budget_s=spec.search.time_budget_s,
                 reuse_actors=True,

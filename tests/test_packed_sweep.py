@@ -1,0 +1,59 @@
+"""A packed sweep end to end: `pack: 3` trains 3 configurations per Tune trial, recorded as 3 normal trials."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, TINY_TRAIN, short_tmp, sweeper_cmd
+from proc_utils import kill_everything_under
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "packed",
+    "train": TINY_TRAIN,
+    "space": {"normalizer": {"choice": ["none", "sn", "bsn"]}, "scale": {"loguniform": [0.5, 2.0]},
+              "lr_d": {"loguniform": [1e-4, 1e-3]}},  # fmt: skip
+    "seeds": [0, 1],
+    "search": {"sampler": "tpe", "seed": 0, "trials": 3},
+    "pack": 3,
+}
+
+
+def test_packed_sweep_records_k_normal_trials(tmp_path):
+    ray_tmp = short_tmp()
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "packed.yaml").write_text(yaml.safe_dump(SPEC))
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.run(
+            [*sweeper_cmd(), "run", "packed.yaml", "--num-cpus", "2"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    df = pd.read_parquet(tmp_path / "results" / "packed" / "trials")
+    assert len(df) == 6 and df["trial_id"].is_unique  # 3 configurations x 2 seeds, 2 packs of 3
+    assert (df["status"] == "completed").all()
+    assert df["final_mode_coverage"].notna().all()
+    assert df.groupby(["normalizer", "scale", "lr_d"])["seed"].apply(sorted).map(lambda s: s == [0, 1]).all()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("packed")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("snsweep.role") == "trial"]
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    for child in children:
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "mode_coverage")] == [3, 6]
+    assert (tmp_path / "results" / "packed" / "report" / "report.md").read_text().strip()
