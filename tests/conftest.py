@@ -7,6 +7,7 @@ Ray writes ``~/.ray`` (auth token, sessions) and MLflow writes telemetry config 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,6 +65,27 @@ def sweeper_env(tmp_path: Path, ray_tmp: Path) -> dict[str, str]:
 
 def sweeper_cmd() -> list[str]:
     return [sys.executable, "-m", "sweeper.cli"]
+
+
+def run_sweeper(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``sweeper ARGS`` in ``cwd`` with a private HOME and a short TMPDIR for Ray, then make
+    sure nothing it started outlives it (killed by PID, never `ray stop`)."""
+    import shutil
+
+    from proc_utils import kill_everything_under
+
+    ray_tmp = short_tmp()
+    home = cwd / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO),
+           "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    try:
+        return subprocess.run(
+            [*sweeper_cmd(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 TINY_TRAIN = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY_TRAIN, short_tmp, sweeper_cmd
+from conftest import TINY_TRAIN, run_sweeper
 
 from sweeper import results
 
@@ -32,27 +32,9 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    import shutil
-
-    from proc_utils import kill_everything_under
-
     work = tmp_path_factory.mktemp("e2e")
-    ray_tmp = short_tmp()
-    home = work / "home"
-    home.mkdir()
     (work / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    import os
-
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO)}  # fmt: skip
-    try:
-        proc = subprocess.run(
-            [*sweeper_cmd(), "run", "tiny.yaml", "--num-cpus", "2"],
-            cwd=work, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-    finally:
-        kill_everything_under(ray_tmp)  # nothing of this test's Ray may outlive it
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    proc = run_sweeper(["run", "tiny.yaml", "--num-cpus", "2"], work)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work, proc
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY_TRAIN, short_tmp, sweeper_cmd
-from proc_utils import kill_everything_under
+from conftest import TINY_TRAIN, run_sweeper
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +21,8 @@ SPEC = {
 
 
 def test_packed_sweep_records_k_normal_trials(tmp_path):
-    ray_tmp = short_tmp()
-    home = tmp_path / "home"
-    home.mkdir()
     (tmp_path / "packed.yaml").write_text(yaml.safe_dump(SPEC))
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    try:
-        proc = subprocess.run(
-            [*sweeper_cmd(), "run", "packed.yaml", "--num-cpus", "2"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-    finally:
-        kill_everything_under(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    proc = run_sweeper(["run", "packed.yaml", "--num-cpus", "2"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     df = pd.read_parquet(tmp_path / "results" / "packed" / "trials")
