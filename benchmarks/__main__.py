@@ -93,7 +93,10 @@ def main() -> None:
                 f"({r['targets']})"
             ),
         ),
-        _section("5. Packed training throughput", "benchmarks.bench_packed", "run", {}, _render_dict),
+        _section(
+            "5. Packed training throughput (K=16 vs 16 sequential trials)", "benchmarks.bench_packed", "run",
+            {"steps": 5, "repeats": 1} if q else {}, _render_dict,
+        ),
         _section("6. Report over 10k trials and 5M curve rows", "benchmarks.bench_report", "run", {}, _render_dict),
     ]
     header = (

@@ -24,7 +24,7 @@ TRAIN = {
 GRID = {
     "normalizer": {"grid": ["none", "sn", "bsn"]},
     "scale": {"grid": [0.7, 1.0, 1.5, 2.2]},
-    "lr_d": {"grid": [2.0e-4, 5.0e-4, 1.0e-3]},
+    "lr_d": {"grid": [2.0e-4, 1.0e-3]},
 }
 
 

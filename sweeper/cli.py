@@ -188,6 +188,12 @@ def _short(v: Any) -> str:
 def submit(
     ctx: typer.Context,
     spec: Annotated[str, typer.Argument(help="A sweep YAML file or a preset name.")],
+    address: Annotated[
+        str | None, typer.Option(help="The cluster's Ray dashboard, e.g. http://HEAD:8265.")
+    ] = None,
+    results_dir: Annotated[
+        Path | None, typer.Option(help="Absolute results path on the cluster (shared storage).")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job to end and print its logs.")] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait.")] = 24 * 3600.0,
 ) -> None:
@@ -201,18 +207,19 @@ def submit(
     def go() -> None:
         from sweeper import cluster
 
-        address = g.address or os.environ.get("RAY_ADDRESS")
-        if not address:
+        target = address or g.address or os.environ.get("RAY_ADDRESS")
+        if not target:
             _fail("sweeper submit needs --address http://HEAD:8265 (the Ray dashboard of the cluster)")
         job = cluster.submit(
-            spec, address, results_dir=str(g.results_dir), tracking_uri=g.tracking_uri, extra_args=list(ctx.args)
-        )
+            spec, target, results_dir=str(results_dir or g.results_dir), tracking_uri=g.tracking_uri,
+            extra_args=list(ctx.args),
+        )  # fmt: skip
         typer.echo(f"submitted job {job}")
-        typer.echo(f"follow it: {cluster.follow_hint(address, job)}")
-        typer.echo(f"status:    sweeper --address {address} status --job {job}")
+        typer.echo(f"follow it: {cluster.follow_hint(target, job)}")
+        typer.echo(f"status:    sweeper --address {target} status --job {job}")
         if wait:
-            state = cluster.wait(address, job, timeout_s=timeout)
-            typer.echo(cluster.job_logs(address, job))
+            state = cluster.wait(target, job, timeout_s=timeout)
+            typer.echo(cluster.job_logs(target, job))
             typer.echo(f"job {job}: {state}")
             if state != "SUCCEEDED":
                 raise typer.Exit(1)
