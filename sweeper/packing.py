@@ -77,7 +77,7 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
     import torch
     from ray import tune
 
-    from sweeper.trial import OBJECTIVE, _save_preview, penalty, trial_config
+    from sweeper.trial import OBJECTIVE, TuneReporter, _save_preview, penalty, trial_config
     from trainers.config import TrainConfig
     from trainers.loop import CHECKPOINT_FILE
     from trainers.packed import PackedTrainer
@@ -89,14 +89,7 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))
     better = max if ctx.mode == "max" else min
-    best: dict[int, float] = {}
-
-    def objective(i: int, metrics: dict[str, float]) -> float:
-        value = metrics.get(ctx.metric, float("nan"))
-        if value == value:  # not NaN
-            best[i] = better(best.get(i, value), value)
-        chosen = best.get(i, value) if ctx.selection == "best" else value
-        return chosen if chosen == chosen else penalty(ctx.mode)
+    objectives = [TuneReporter(ctx).objective for _ in cfgs]  # each member's final-or-best objective
 
     def report(step: int, progress: list[Any]) -> None:
         out: dict[str, Any] = {"step": step, "iterations": cfgs[0].iterations}
@@ -106,7 +99,7 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
             for k, v in p.metrics.items():
                 out[f"m{i}/{k}"] = float(v)
             out[f"m{i}/trial_status"] = p.status
-            out[f"m{i}/{OBJECTIVE}"] = objective(i, p.metrics)
+            out[f"m{i}/{OBJECTIVE}"] = objectives[i](p.metrics)
             if p.done:
                 out[f"m{i}/history_json"] = json.dumps(trainer.history[i])
         # Tune requires the searcher's metric at the top level; the PackSearcher reads the per-member ones.

@@ -113,17 +113,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     from trainers.loop import CHECKPOINT_FILE, Progress, Trainer
 
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        local = Path(tempfile.mkdtemp(prefix="snsweep-resume-"))
-        with checkpoint.as_directory() as d:
-            (local / CHECKPOINT_FILE).write_bytes((Path(d) / CHECKPOINT_FILE).read_bytes())
-        resume = local / CHECKPOINT_FILE
-
     trainer = Trainer(cfg)
-    if resume is not None:
-        trainer.load(resume)
+    checkpoint = tune.get_checkpoint()  # a retried or restored trial continues exactly where it was
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load(Path(d) / CHECKPOINT_FILE)
 
     def report(p: Progress) -> None:
         with tempfile.TemporaryDirectory() as d:
