@@ -325,11 +325,13 @@ def _log_x(ax: Any, scales: Any) -> None:
     ax.set_xscale("log")
     uniq = np.unique(np.asarray(scales, dtype=float))
     uniq = uniq[np.isfinite(uniq) & (uniq > 0)]
-    if 0 < len(uniq) <= 8:
+    # a grid's own values when few and far enough apart to label; sampled scales get 1-2-5 steps
+    spaced = len(uniq) < 2 or bool(np.all(uniq[1:] / uniq[:-1] >= 1.15))
+    if 0 < len(uniq) <= 8 and spaced:
         ax.xaxis.set_major_locator(FixedLocator(uniq))
     else:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
     ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks are many artists: slow, and clutter
 
 
