@@ -174,7 +174,7 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
         _say(f"report: {outcome.report_path}")
     _say(f"results: {outcome.sweep_path}/trials/*.parquet  (sweeper.results.load('{outcome.sweep_path}'))")
     if g.tracking_uri != "none":
-        _say(f"browse the trials: sweeper ui{'' if g.results_dir == Path('results') else ''}")
+        _say("browse the trials: sweeper ui")
     if outcome.failed_fraction > spec.allowed_failure_fraction:
         _say(f"{outcome.failed_fraction:.0%} of trials failed (allowed {spec.allowed_failure_fraction:.0%})")
         raise typer.Exit(1)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,6 @@ class RunHandle:
     parent: RunHandle | None = None
     run_id: str | None = None
     ended: bool = False
-    pending_status: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def default_artifact_location(artifact_root: Path, experiment: str) -> str:

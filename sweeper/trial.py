@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class TrialContext:
     mode: str
     selection: str
     num_threads: int = 1
-    data_root_overrides: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     """DDP workers per trial (``resources.workers``); 1 trains in the Tune function itself."""
     cpus_per_worker: float = 1.0

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import trial_row
 
 from sweeper import analysis as an
 
@@ -51,39 +52,11 @@ def make_trials(
 
 
 def _row(tid: str, norm: str, c: float, seed: int, v: float, *, dataset: str = "cifar10", **over) -> dict:
-    row = {
-        "sweep": "t",
-        "trial_id": tid,
-        "attempt": 0,
-        "status": "completed",
-        "error": None,
-        "dataset": dataset,
-        "model": "cnn32",
-        "normalizer": norm,
-        "scale": float(c),
-        "lr_g": 1e-4,
-        "lr_d": 1e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "n_dis": 1,
-        "batch_size": 64,
-        "seed": seed,
-        "iterations": 1000,
-        "final_mode_coverage": v,
-        "best_mode_coverage": v + 0.01,
-        "best_mode_coverage_step": 900,
-        "final_fid": 100 - 50 * v,
-        "best_fid": 100 - 50 * v - 1,
-        "best_fid_step": 800,
-        "wall_seconds": 10.0,
-        "started_at": "2025-01-01T00:00:00",
-        "finished_at": "2025-01-01T00:00:10",
-        "host": "h",
-        "mlflow_run_id": "r",
-        "config_json": "{}",
-    }
-    row.update(over)
-    return row
+    metrics = {
+        "final_mode_coverage": v, "best_mode_coverage": v + 0.01, "best_mode_coverage_step": 900,
+        "final_fid": 100 - 50 * v, "best_fid": 100 - 50 * v - 1, "best_fid_step": 800,
+    }  # fmt: skip
+    return trial_row(tid, norm, c, seed, dataset=dataset, **{**metrics, **over})
 
 
 def _one(best: pd.DataFrame, **eq) -> pd.Series:

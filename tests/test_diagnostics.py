@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import dense_operator
 from torch import nn
 
 from trainers import diagnostics as G
@@ -57,18 +57,6 @@ def mlp(seed: int = 0, scale: float = 1.0) -> nn.Sequential:
 
 def images(n: int = 3, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
-
-
-def dense_operator(layer: nn.Module, w: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
-    c_in = layer.in_channels
-    n = c_in * hw[0] * hw[1]
-    basis = torch.eye(n, dtype=torch.float64).reshape(n, c_in, *hw)
-    w = w.detach().double()
-    if isinstance(layer, nn.ConvTranspose2d):
-        out = F.conv_transpose2d(basis, w, None, layer.stride, layer.padding, layer.output_padding)
-    else:
-        out = F.conv2d(basis, w, None, layer.stride, layer.padding)
-    return out.reshape(n, -1).T.numpy()
 
 
 def top_sv(a: np.ndarray) -> float:

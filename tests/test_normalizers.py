@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import dense_operator
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
@@ -63,19 +64,6 @@ def reshape_np(w: torch.Tensor, dim: int) -> np.ndarray:
     """numpy reshape with ``dim`` as rows, written independently of the library's helper."""
     a = w.detach().double().numpy()
     return np.moveaxis(a, dim, 0).reshape(a.shape[dim], -1)
-
-
-def dense_operator(layer: nn.Module, w: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
-    """The conv layer's linear map as a dense matrix: apply it (no bias) to every basis input."""
-    c_in = layer.in_channels
-    n = c_in * hw[0] * hw[1]
-    basis = torch.eye(n, dtype=torch.float64).reshape(n, c_in, *hw)
-    w = w.detach().double()
-    if isinstance(layer, nn.ConvTranspose2d):
-        out = F.conv_transpose2d(basis, w, None, layer.stride, layer.padding, layer.output_padding)
-    else:
-        out = F.conv2d(basis, w, None, layer.stride, layer.padding)
-    return out.reshape(n, -1).T.numpy()
 
 
 def power_states(layer: nn.Module) -> list[nn.Module]:

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import trial_row
 
 from sweeper import report
 
@@ -30,39 +31,13 @@ SCALES = [0.7, 1.0, 1.4, 2.0]
 
 
 def _row(tid: str, norm: str, c: float, seed: int, q: float, **over) -> dict:
-    row = {
-        "sweep": "demo",
-        "trial_id": tid,
-        "attempt": 0,
-        "status": "completed",
-        "error": None,
-        "dataset": "ring",
-        "model": "mlp",
-        "normalizer": norm,
-        "scale": float(c),
-        "lr_g": 1e-4,
-        "lr_d": 1e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "n_dis": 1,
-        "batch_size": 64,
-        "seed": seed,
-        "iterations": 500,
-        "final_mode_coverage": q,
-        "best_mode_coverage": q + 0.02,
-        "best_mode_coverage_step": 400,
-        "final_fid": 50 - 40 * q,
-        "best_fid": 49 - 40 * q,
-        "best_fid_step": 300,
-        "wall_seconds": 1.0,
-        "started_at": "t0",
-        "finished_at": "t1",
-        "host": "h",
-        "mlflow_run_id": "",
-        "config_json": "{}",
-    }
-    row.update(over)
-    return row
+    base = {"sweep": "demo", "dataset": "ring", "model": "mlp", "iterations": 500, "wall_seconds": 1.0,
+            "started_at": "t0", "finished_at": "t1", "mlflow_run_id": ""}  # fmt: skip
+    metrics = {
+        "final_mode_coverage": q, "best_mode_coverage": q + 0.02, "best_mode_coverage_step": 400,
+        "final_fid": 50 - 40 * q, "best_fid": 49 - 40 * q, "best_fid_step": 300,
+    }  # fmt: skip
+    return trial_row(tid, norm, c, seed, **{**base, **metrics, **over})
 
 
 def make_sweep(seeds: int = 5, with_lr_sweep: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
