@@ -15,6 +15,7 @@ import math
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class SweepRecorder(Callback):
         tracker: Tracker | None,
         parent: RunHandle | None,
         total_trials: int,
+        tracking: Future | None = None,
         progress: Callable[[str], None] = print,
         progress_every_s: float = 5.0,
     ):
@@ -49,8 +51,10 @@ class SweepRecorder(Callback):
         self.ctx = ctx
         self.metrics = metrics
         self.directions = directions
-        self.tracker = tracker
-        self.parent = parent
+        self._tracker = tracker
+        self._parent = parent
+        self._tracking = tracking
+        """MLflow set-up still running in the background (tuning.run_sweep): ``tracker`` waits for it."""
         self.total = total_trials
         self.say = progress
         self.progress_every_s = progress_every_s
@@ -75,6 +79,21 @@ class SweepRecorder(Callback):
         # recorder holds live clients and queues; a restored sweep gets a fresh recorder
         # (see tuning.run_sweep), so the pickled copy is an inert placeholder.
         return (_InertCallback, ())
+
+    @property
+    def tracker(self) -> Tracker | None:
+        self._resolve_tracking()
+        return self._tracker
+
+    @property
+    def parent(self) -> RunHandle | None:
+        self._resolve_tracking()
+        return self._parent
+
+    def _resolve_tracking(self) -> None:
+        if self._tracking is not None:
+            self._tracker, self._parent = self._tracking.result()
+            self._tracking = None
 
     def note_previous_attempts(self, attempts: dict[str, int]) -> None:
         """Attempts known elsewhere (MLflow runs of a dead driver): new ones number after them."""

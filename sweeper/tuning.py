@@ -14,8 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,8 @@ class SweepOutcome:
     best: dict[str, Any] | None
     parent_run_id: str | None
     failed_fraction: float
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per phase: ray_start, tracking_setup, trials, finish (report + MLflow drain)."""
 
 
 @dataclass
@@ -273,6 +278,117 @@ def make_scheduler(spec: SweepSpec) -> Any:
     return FIFOScheduler()
 
 
+# --- MLflow set-up ------------------------------------------------------------------------------
+def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """``fn(*args)`` in a daemon thread (an unreachable server must never hold the process open)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="snsweep-mlflow-setup", daemon=True).start()
+    return future
+
+
+def _open_tracking(storage: Storage, spec: SweepSpec, sweep_path: Path, progress: Callable[[str], None]) -> tuple:
+    """(tracker, parent run) of a fresh sweep, or (None, None) when the store cannot be opened."""
+    from sweeper.tracking import Tracker
+
+    try:
+        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
+    except Exception as e:  # noqa: BLE001 - the trials run anyway; their Parquet rows are the record
+        first = str(e).splitlines()[0] if str(e) else ""
+        progress(
+            f"warning: cannot open the MLflow store {storage.tracking_uri} ({type(e).__name__}: {first}); "
+            "this sweep records Parquet only (fix --tracking-uri, or pass --tracking-uri none)"
+        )
+        return None, None
+    return _open_parent(tracker, spec, sweep_path, progress)
+
+
+def _open_parent(tracker: Any, spec: SweepSpec, sweep_path: Path, progress: Callable[[str], None]) -> tuple:
+    """The sweep's parent run (runs in a background thread); sweep.json gets its id once it exists.
+
+    Never raises: an unreachable server leaves the calls queued for the tracker's retries, and
+    finish_sweep writes the id into sweep.json if it arrives later."""
+    parent = _start_parent(tracker, spec)
+    tracker.drain(timeout_s=60, progress=progress)
+    try:
+        meta = results.read_sweep_meta(sweep_path)
+        if parent.run_id is not None:
+            meta["mlflow_parent_run_id"] = parent.run_id
+            results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
+        tracker.log_text(parent, json.dumps(meta, indent=2, default=str), "sweep.json")
+    except Exception as e:  # noqa: BLE001 - the sweep must not fail over its metadata copy
+        progress(f"could not record the MLflow parent run in sweep.json ({type(e).__name__}: {e})")
+    return tracker, parent
+
+
+def _start_parent(tracker: Any, spec: SweepSpec) -> Any:
+    return tracker.start_run(
+        spec.name,
+        {"snsweep.role": "sweep", "status": "running"},
+        {"sweep": spec.name, "trials": spec.n_trials, "seeds": spec.seeds, "sampler": spec.search.sampler,
+         "objective": spec.objective.metric},  # fmt: skip
+    )
+
+
+def _reopen_parent(tracker: Any, meta_prev: dict[str, Any], spec: SweepSpec, progress: Callable[[str], None]) -> Any:
+    """A resumed sweep: the dead driver's runs end KILLED, its parent run continues."""
+    if not meta_prev.get("mlflow_parent_run_id"):
+        parent = _start_parent(tracker, spec)  # MLflow was down when the sweep started
+        tracker.drain(timeout_s=60, progress=progress)
+        return parent
+    try:
+        killed = tracker.end_orphans(keep={meta_prev["mlflow_parent_run_id"]})
+    except Exception as e:  # noqa: BLE001 - a tracking outage must not block a resume
+        killed = 0
+        progress(f"could not clean up MLflow runs now ({type(e).__name__}); they stay RUNNING")
+    if killed:
+        progress(f"marked {killed} MLflow run(s) of the dead driver KILLED")
+    parent = tracker.adopt(meta_prev["mlflow_parent_run_id"], spec.name)
+    tracker.drain(timeout_s=60, progress=progress)
+    return parent
+
+
+def _preload_in_background(storage: Storage) -> threading.Thread:
+    """Import the driver's heavy modules (MLflow, its SQL layers, Optuna) while Ray starts.
+
+    Ray's start-up mostly waits on its daemons; these imports take seconds of CPU that would
+    otherwise follow it. Imports only: nothing is written, so a failed start leaves no trace."""
+
+    def load() -> None:
+        try:
+            import optuna  # noqa: F401
+            from ray.tune.search.optuna import OptunaSearch  # noqa: F401
+
+            if storage.tracking_uri:
+                import mlflow.tracking  # noqa: F401
+                from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
+        except Exception:  # noqa: BLE001, S110 - the real import later reports any problem
+            pass
+
+    thread = threading.Thread(target=load, name="snsweep-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+class _Clock:
+    """Wall seconds per phase of a sweep (SweepOutcome.timings; the sweep benchmark reads them)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._t
+        self._t = now
+
+
 # --- the sweep ----------------------------------------------------------------------------------
 def run_sweep(
     spec: SweepSpec,
@@ -289,7 +405,6 @@ def run_sweep(
 
     from sweeper.packing import run_pack_trial
     from sweeper.recorder import SweepRecorder
-    from sweeper.tracking import Tracker
     from sweeper.trial import run_trial
 
     sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
@@ -297,45 +412,35 @@ def run_sweep(
     metrics = spec.train_metrics
     directions = directions_for(metrics)
 
+    clock = _Clock()
+    preload = _preload_in_background(storage)  # imports overlap Ray's start-up; nothing is written yet
     start_ray(address, num_cpus=num_cpus, dashboard=dashboard)
     check_resources(spec)
+    clock.lap("ray_start")
+    preload.join()
 
-    tracker = parent = None
-    if storage.tracking_uri:
-        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
-        meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
-        if resume and meta_prev.get("mlflow_parent_run_id"):
-            try:
-                killed = tracker.end_orphans(keep={meta_prev["mlflow_parent_run_id"]})
-            except Exception as e:  # noqa: BLE001 - a tracking outage must not block a resume
-                killed = 0
-                progress(f"could not clean up MLflow runs now ({type(e).__name__}); they stay RUNNING")
-            if killed:
-                progress(f"marked {killed} MLflow run(s) of the dead driver KILLED")
-            parent = tracker.adopt(meta_prev["mlflow_parent_run_id"], spec.name)
-        else:
-            parent = tracker.start_run(
-                spec.name,
-                {"snsweep.role": "sweep", "status": "running"},
-                {
-                    "sweep": spec.name,
-                    "trials": spec.n_trials,
-                    "seeds": spec.seeds,
-                    "sampler": spec.search.sampler,
-                    "objective": spec.objective.metric,
-                },  # fmt: skip
-            )
-        tracker.drain(timeout_s=60, progress=progress)
-    meta = sweep_meta(spec, storage, parent.run_id if parent else None)
+    meta = sweep_meta(spec, storage, None)
     if resume:
         meta = {**results.read_sweep_meta(sweep_path), "resumed_at": meta["started_at"]}
     results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
-    if tracker is not None and parent is not None and not resume:
-        tracker.log_text(parent, json.dumps(meta, indent=2, default=str), "sweep.json")
+
+    tracker = parent = None
+    tracking: Future | None = None
+    if storage.tracking_uri and resume:
+        from sweeper.tracking import Tracker
+
+        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
+        parent = _reopen_parent(tracker, results.read_sweep_meta(sweep_path), spec, progress)
+    elif storage.tracking_uri:
+        # Opening a fresh SQLite store takes seconds (MLflow runs its schema migrations). Done
+        # while Ray spawns the trial workers, the two overlap; the recorder waits for it at its
+        # first call, by which time it is almost always ready.
+        tracking = _in_background(_open_tracking, storage, spec, sweep_path, progress)
+    clock.lap("tracking_setup")
 
     recorder = SweepRecorder(
         sweep=spec.name, sweep_path=sweep_path, ctx=ctx, metrics=metrics, directions=directions,
-        tracker=tracker, parent=parent, total_trials=spec.n_trials, progress=progress,
+        tracker=tracker, parent=parent, tracking=tracking, total_trials=spec.n_trials, progress=progress,
     )  # fmt: skip
     if resume and tracker is not None:
         try:
@@ -389,12 +494,16 @@ def run_sweep(
     try:
         tuner.fit()
     except KeyboardInterrupt:
-        if tracker is not None:
-            tracker.close("KILLED")
-            tracker.drain(timeout_s=10)
+        if recorder.tracker is not None:
+            recorder.tracker.close("KILLED")
+            recorder.tracker.drain(timeout_s=10)
         progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
         raise
-    return finish_sweep(spec, sweep_path, recorder, tracker, parent, progress)
+    clock.lap("trials")
+    outcome = finish_sweep(spec, sweep_path, recorder, recorder.tracker, recorder.parent, progress)
+    clock.lap("finish")
+    outcome.timings = clock.laps
+    return outcome
 
 
 def finish_sweep(spec, sweep_path, recorder, tracker, parent, progress) -> SweepOutcome:  # noqa: ANN001

@@ -85,6 +85,25 @@ def test_mlflow_parent_run_with_one_finished_child_per_trial(tiny_sweep):
         assert sorted(m.step for m in history) == [3, 6]
     arts = [a.path for a in client.list_artifacts(parents[0].info.run_id, "report")]
     assert "report/report.md" in arts
+    # the parent run is created in the background while Ray starts the trials: sweep.json
+    # still names it, and the parent keeps a copy of sweep.json
+    meta = json.loads((work / "results" / "tiny" / "sweep.json").read_text())
+    assert meta["mlflow_parent_run_id"] == parents[0].info.run_id
+    assert "sweep.json" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+
+
+def test_unopenable_mlflow_store_warns_and_records_parquet_only(tmp_path: Path):
+    """A store that cannot be created (its directory is a file) must not cost the sweep."""
+    spec = {**SPEC, "name": "nostore", "search": {**SPEC["search"], "trials": 1}, "seeds": [0]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "afile").write_text("")
+    uri = f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}"
+    proc = run_sweeper(["--tracking-uri", uri, "run", "s.yaml", "--num-cpus", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "warning: cannot open the MLflow store" in proc.stdout and "Parquet only" in proc.stdout
+    df = pd.read_parquet(tmp_path / "results" / "nostore" / "trials")
+    assert list(df["status"]) == ["completed"] and df["mlflow_run_id"].isna().all()
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_report_and_sweep_meta_written(tiny_sweep):
