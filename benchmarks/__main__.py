@@ -118,18 +118,24 @@ def _split(text: str) -> dict[str, str]:
 def _render_sweep(r: dict[str, Any]) -> str:
     lines = [
         "Each row: N trials of the demo's CNN (blobs 16 px, width 1/4) at concurrency = cores, real Ray, "
-        "Optuna, MLflow (SQLite) and Parquet, the report included; bare = the same N trainings by hand, "
-        "`cores` processes at a time, each timed alone; ideal = sum(bare) / cores.",
+        "Optuna, MLflow (SQLite) and Parquet, the report included, each sweep starting its own Ray; bare = "
+        "the same N trainings by hand, `cores` processes at a time, each timed alone; ideal = sum(bare) / "
+        "cores. Order: sweep, bare, sweep again (sweep = the mean of the two, cancelling a linear drift of "
+        "the shared machine). CPU ratio = CPU seconds of the sweep's whole process tree (driver, Ray daemons, "
+        "trial workers) over the bare trainings' CPU seconds: insensitive to other jobs, blind to idle waits.",
         "",
-        "| trials x iterations | bare trial (s) | ideal (s) | sweep (s) | **ratio** | trial-phase ratio | "
-        "Ray start (s) | MLflow set-up (s) | report + flush (s) | per-trial overhead (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| trials x iterations | bare trial (s) | ideal (s) | by hand (s) | sweeps (s) | **ratio** | "
+        "trial-phase ratio | CPU ratio | Ray start (s) | MLflow set-up (s) | report + flush (s) | "
+        "per-trial overhead (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["runs"]:
         ph = x["phases_s"]
+        walls = " / ".join(f"{w:.1f}" for w in x["sweep_walls_s"])
         lines.append(
             f"| {x['trials']} x {x['iterations']} | {x['bare_mean_s']:.1f} | {x['ideal_s']:.1f} | "
-            f"{x['sweep_wall_s']:.1f} | **{x['ratio']:.3f}** | {x['trial_phase_ratio']:.3f} | "
+            f"{x['bare_pool_wall_s']:.1f} | {walls} | **{x['ratio']:.3f}** | {x['trial_phase_ratio']:.3f} | "
+            f"{x['cpu_ratio']:.3f} | "
             f"{ph.get('ray_start', float('nan')):.1f} | {ph.get('tracking_setup', float('nan')):.2f} | "
             f"{ph.get('finish', float('nan')):.1f} | {x['per_trial_overhead_s']:.2f} |"
         )

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -58,47 +59,106 @@ def _warm_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _bare_training(cfg_json: str) -> float:
-    """One training as a trial runs it, without the service; returns its wall seconds."""
+def _bare_training(cfg_json: str) -> tuple[float, float]:
+    """One training as a trial runs it, without the service: (wall seconds, CPU seconds)."""
     from trainers.config import TrainConfig
     from trainers.loop import Trainer
 
     cfg = TrainConfig.from_dict(json.loads(cfg_json))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     Trainer(cfg).run()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def bare_trainings(configs: list[str], workers: int) -> tuple[list[float], float]:
-    """The trainings ``workers`` at a time in plain processes: (each one's seconds, wall of the lot)."""
+def bare_trainings(configs: list[str], workers: int) -> tuple[list[float], list[float], float]:
+    """The trainings ``workers`` at a time in plain processes: (each one's wall s, each one's CPU s, total wall)."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm_worker) as pool:
         list(pool.map(time.sleep, [0.5] * workers))  # start every worker (and its imports) before timing
         t = time.perf_counter()
         each = list(pool.map(_bare_training, configs))
-        return each, time.perf_counter() - t
+        return [w for w, _ in each], [c for _, c in each], time.perf_counter() - t
 
 
-def sweep_efficiency(n_trials: int = 8, iterations: int = 1200) -> dict[str, Any]:
+class TreeCpu:
+    """CPU seconds used by this process and all its descendants (Ray's daemons and workers) while active.
+
+    Sampled every 0.2 s, since Ray's workers may exit before the end; a process's CPU after its
+    last sample is missed (under 0.2 s each, a handful of processes)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self._seen: dict[int, float] = {}
+        self._start = self._cpu(self._me)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _cpu(p: Any) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    def _sample(self) -> None:
+        for p in self._me.children(recursive=True):
+            try:
+                self._seen[p.pid] = self._cpu(p)
+            except Exception:  # noqa: BLE001, S112 - it exited between listing and reading
+                continue
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def __enter__(self) -> TreeCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        self.seconds = self._cpu(self._me) - self._start + sum(self._seen.values())
+
+
+def _timed_sweep(spec: Any, work: Path, tag: str, cores: int) -> tuple[float, float, dict[str, float], Any]:
+    """One sweep as ``sweeper run`` does it, with its own Ray: (wall s, CPU s of the whole tree, phases, rows)."""
+    import ray
+
     from sweeper import results
     from sweeper.tuning import Storage, run_sweep
 
+    storage = Storage(work / tag / "results", f"sqlite:///{work / tag / 'mlflow.db'}", work / tag / "mlartifacts")
+    ray.shutdown()
+    with TreeCpu() as cpu:
+        t0 = time.perf_counter()
+        outcome = run_sweep(spec, storage, num_cpus=cores, progress=lambda _: None)
+        wall = time.perf_counter() - t0
+    ray.shutdown()  # not timed: the CLI's exit does it after the report is written
+    rows = results.load(work / tag / "results" / spec.name).sort_values("started_at")
+    return wall, cpu.seconds, outcome.timings, rows
+
+
+def sweep_efficiency(n_trials: int = 8, iterations: int = 1200) -> dict[str, Any]:
+    """Sweep, bare trainings, the same sweep again: the mean of the two sweeps cancels a machine that
+    drifts linearly in speed (these shared vCPUs drift by 10-20% over minutes)."""
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="snsweep-bench-"))
     spec = _spec(n_trials, iterations, "bench-sweep")
-    storage = Storage(work / "results", f"sqlite:///{work / 'mlflow.db'}", work / "mlartifacts")
-    t0 = time.perf_counter()
-    outcome = run_sweep(spec, storage, num_cpus=cores, progress=lambda _: None)
-    sweep_wall = time.perf_counter() - t0
-    rows = results.load(work / "results" / "bench-sweep").sort_values("started_at")
-    bare, pool_wall = bare_trainings(list(rows["config_json"]), cores)
+    wall_a, cpu_a, phases_a, rows = _timed_sweep(spec, work, "a", cores)
+    bare, bare_cpu, pool_wall = bare_trainings(list(rows["config_json"]), cores)
+    wall_b, cpu_b, phases_b, rows_b = _timed_sweep(spec, work, "b", cores)
+    assert sorted(rows["config_json"]) == sorted(rows_b["config_json"]), "the two sweeps trained different configs"
+    sweep_wall = (wall_a + wall_b) / 2
+    phases = {k: (phases_a[k] + phases_b.get(k, phases_a[k])) / 2 for k in phases_a}
     ideal = sum(bare) / cores
-    phases = outcome.timings
-    fixed = sweep_wall - phases.get("trials", sweep_wall)
+    trials = phases.get("trials", sweep_wall)
     return {
         "trials": n_trials,
         "iterations": iterations,
         "cores": cores,
+        "sweep_walls_s": [wall_a, wall_b],
         "sweep_wall_s": sweep_wall,
         "phases_s": phases,
         "bare_sum_s": sum(bare),
@@ -106,9 +166,10 @@ def sweep_efficiency(n_trials: int = 8, iterations: int = 1200) -> dict[str, Any
         "bare_pool_wall_s": pool_wall,
         "ideal_s": ideal,
         "ratio": sweep_wall / ideal,
-        "trial_phase_ratio": phases.get("trials", sweep_wall) / ideal,
-        "fixed_overhead_s": fixed,
-        "per_trial_overhead_s": (phases.get("trials", sweep_wall) - ideal) * cores / n_trials,
+        "trial_phase_ratio": trials / ideal,
+        "cpu_ratio": (cpu_a + cpu_b) / 2 / sum(bare_cpu),
+        "fixed_overhead_s": sweep_wall - trials,
+        "per_trial_overhead_s": (trials - ideal) * cores / n_trials,
         "target": 1.05,
     }
 

@@ -163,7 +163,14 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
         num_cpus=num_cpus, dashboard=dashboard, progress=_say,
     )  # fmt: skip
     counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
-    _say(f"\nsweep {outcome.name} finished: {counts}")
+    t = outcome.timings
+    took = (
+        f" in {sum(t.values()):.0f} s (Ray start {t['ray_start']:.1f} s, trials {t['trials']:.0f} s, "
+        f"report {t['finish']:.1f} s)"
+        if {"ray_start", "trials", "finish"} <= t.keys()
+        else ""
+    )
+    _say(f"\nsweep {outcome.name} finished{took}: {counts}")
     if outcome.best:
         b = outcome.best
         sem = f" ± {b['sem']:.3g}" if math.isfinite(b["sem"]) else ""

@@ -122,3 +122,4 @@ def test_progress_output_names_trials_metric_and_what_is_left(tiny_sweep):
     assert "left" in out and "done 6/6" in out
     assert "mode_coverage=" in out
     assert "best configuration:" in out and "report:" in out and "sweeper ui" in out
+    assert "sweep tiny finished in " in out and "(Ray start " in out  # where the time went
