@@ -54,7 +54,8 @@ def _section(title: str, module: str, call: str, kwargs: dict[str, Any], render)
         body = "failed:\n\n```\n" + traceback.format_exc()[-2000:] + "```"
     took = time.perf_counter() - t0
     print(body, flush=True)
-    return f"## {title}\n\n{body}\n\n*(took {took:.0f} s; `python -m {module}` reruns it alone)*\n"
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"## {title}\n\n{body}\n\n*(measured {when}, took {took:.0f} s; `python -m {module}` reruns it alone)*\n"
 
 
 def main() -> None:
@@ -98,7 +99,8 @@ def main() -> None:
     ]
     header = (
         "# Benchmarks\n\n"
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {_machine()}.\n\n"
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {_machine()}. Each section says when it was "
+        "measured (`--only N` reruns some and keeps the others).\n\n"
         f"Regenerate with `python -m benchmarks` (`make bench`){' --quick' if q else ''}. Ratios are measured "
         "side by side in one run; the machine is shared, so absolute times vary between runs.\n\n"
     )
