@@ -88,7 +88,7 @@ def main() -> None:
         ),
         (
             "5. Packed training throughput (K=16 vs 16 sequential trials)", "benchmarks.bench_packed", "run",
-            {"steps": 5, "repeats": 1} if q else {}, _render_dict,
+            {"steps": 5, "repeats": 1} if q else {}, _render_packed,
         ),
         ("6. Report over 10k trials and 5M curve rows", "benchmarks.bench_report", "run", {}, _render_dict),
     ]
@@ -172,6 +172,27 @@ def _render_search(r: dict[str, Any]) -> str:
             f"| {name} | {x['median_gap']:.1%} | {x['share_within_target']:.0%} | {x['median_trials']:g} | {curve} |"
         )
     lines += ["", f"Targets: {r['targets']}."]
+    return "\n".join(lines)
+
+
+def _render_packed(r: dict[str, Any]) -> str:
+    from benchmarks.bench_packed import WORKLOADS
+
+    lines = [
+        f"K = {r['members']} members (normalizers cycling none/sn/bsn, different scales, lrs, betas, seeds), "
+        f"n_dis {r['n_dis']}, {r['threads']} thread(s) on both sides; {r['steps']} timed iterations, medians "
+        f"of {r['repeats']} interleaved repeats. Target >= {r['target']}x trial-iterations/s.",
+        "",
+        "| workload | sequential trial-it/s | packed trial-it/s | **speedup (CPU time)** | speedup (wall) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, x in r["workloads"].items():
+        w = WORKLOADS.get(name, {})
+        desc = ", ".join(f"{k} {v}" for k, v in w.items() if k in ("model", "resolution", "width", "batch_size"))
+        lines.append(
+            f"| {name} ({desc}) | {x['sequential_cpu_trial_it_per_s']:.1f} | {x['packed_cpu_trial_it_per_s']:.1f} | "
+            f"**{x['speedup_cpu']:.2f}x** | {x['speedup_wall']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
