@@ -72,7 +72,7 @@ def main() -> None:
         ),
         (
             "2. Normalizer cost per discriminator update (SNGAN CIFAR D, batch 64)", "benchmarks.bench_normalizers",
-            "run", {"repeats": 3 if q else 10}, _render_normalizers,
+            "run", {"repeats": 3 if q else 10, "threads": 1}, _render_normalizers,
         ),
         (
             "3. Evaluation cost at the demo cadence", "benchmarks.bench_sweep", "evaluation_cost",
@@ -197,8 +197,9 @@ def _render_packed(r: dict[str, Any]) -> str:
 
 
 def _render_normalizers(r: dict[str, Any]) -> str:
-    rows = r.get("rows") or r.get("table") or r
-    return "```\n" + _render_dict(rows).strip("`\n") + "\n```" if not isinstance(rows, str) else rows
+    from benchmarks.bench_normalizers import format_table
+
+    return format_table(r)
 
 
 def _render_dict(r: Any) -> str:
