@@ -140,7 +140,8 @@ def directions_for(metrics: list[str]) -> dict[str, str]:
     return {m: METRICS.get(m, "max") for m in metrics}
 
 
-def sweep_meta(spec: SweepSpec, storage: Storage, parent_run_id: str | None) -> dict[str, Any]:
+def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
+    """sweep.json; ``mlflow_parent_run_id`` is filled in once the parent run exists (_open_parent)."""
     import importlib.metadata as md
 
     versions = {}
@@ -173,7 +174,7 @@ def sweep_meta(spec: SweepSpec, storage: Storage, parent_run_id: str | None) -> 
         "started_at": datetime.now(UTC).isoformat(),
         "tracking_uri": storage.tracking_uri,
         "artifact_root": str(storage.artifact_root.resolve()),
-        "mlflow_parent_run_id": parent_run_id,
+        "mlflow_parent_run_id": None,
         "schema_version": results.SCHEMA_VERSION,
     }
 
@@ -339,7 +340,7 @@ def _start_parent(tracker: Any, spec: SweepSpec) -> Any:
 def _reopen_parent(tracker: Any, meta_prev: dict[str, Any], spec: SweepSpec, progress: Callable[[str], None]) -> Any:
     """A resumed sweep: the dead driver's runs end KILLED, its parent run continues."""
     if not meta_prev.get("mlflow_parent_run_id"):
-        parent = _start_parent(tracker, spec)  # MLflow was down when the sweep started
+        parent = _start_parent(tracker, spec)  # MLflow was down, or the driver died before the run existed
         tracker.drain(timeout_s=60, progress=progress)
         return parent
     try:
@@ -419,9 +420,10 @@ def run_sweep(
     clock.lap("ray_start")
     preload.join()
 
-    meta = sweep_meta(spec, storage, None)
+    meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
+    meta = sweep_meta(spec, storage)
     if resume:
-        meta = {**results.read_sweep_meta(sweep_path), "resumed_at": meta["started_at"]}
+        meta = {**meta_prev, "resumed_at": meta["started_at"]}
     results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
 
     tracker = parent = None
@@ -430,7 +432,7 @@ def run_sweep(
         from sweeper.tracking import Tracker
 
         tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
-        parent = _reopen_parent(tracker, results.read_sweep_meta(sweep_path), spec, progress)
+        parent = _reopen_parent(tracker, meta_prev, spec, progress)
     elif storage.tracking_uri:
         # Opening a fresh SQLite store takes seconds (MLflow runs its schema migrations). Done
         # while Ray spawns the trial workers, the two overlap; the recorder waits for it at its
@@ -500,13 +502,14 @@ def run_sweep(
         progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
         raise
     clock.lap("trials")
-    outcome = finish_sweep(spec, sweep_path, recorder, recorder.tracker, recorder.parent, progress)
+    outcome = finish_sweep(spec, sweep_path, recorder, progress)
     clock.lap("finish")
     outcome.timings = clock.laps
     return outcome
 
 
-def finish_sweep(spec, sweep_path, recorder, tracker, parent, progress) -> SweepOutcome:  # noqa: ANN001
+def finish_sweep(spec, sweep_path, recorder, progress) -> SweepOutcome:  # noqa: ANN001
+    tracker, parent = recorder.tracker, recorder.parent
     df = results.latest_attempts(results.load(sweep_path))
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     n = max(len(df), 1)
