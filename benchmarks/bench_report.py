@@ -1,4 +1,4 @@
-"""End-to-end timing of :func:`sweeper.report.write_report` on a large synthetic sweep.
+"""End-to-end timing of :func:`sweeper.analysis.report.write_report` on a large synthetic sweep.
 
 Why: a 10k-trial sweep with 5M curve rows is the size the service must report on without the
 analysis step becoming the bottleneck (target < 30 s on a 2-core machine). The synthetic sweep
@@ -119,7 +119,7 @@ def synthetic_curves(trials: pd.DataFrame, n_rows: int = 5_000_000, seed: int = 
 
 def run(n_trials: int = 10_000, n_curve_rows: int = 5_000_000, out_dir: Path | None = None) -> dict[str, Any]:
     """Build the synthetic sweep, time ``write_report`` end to end, return the figures."""
-    from sweeper.report import write_report
+    from sweeper.analysis.report import write_report
 
     t0 = time.perf_counter()
     trials = synthetic_trials(n_trials)

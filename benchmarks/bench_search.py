@@ -53,8 +53,9 @@ FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 1.0)  # of the grid's compute, for the best-s
 
 def _run(spec_data: dict[str, Any], work: Path) -> tuple[Any, Any]:
     from sweeper import results
+    from sweeper.run.storage import Storage
+    from sweeper.run.sweep import run_sweep
     from sweeper.spec import SweepSpec
-    from sweeper.tuning import Storage, run_sweep
 
     spec = SweepSpec.model_validate(spec_data)
     run_sweep(spec, Storage(work / "results", None, work / "art"), progress=lambda _: None)
@@ -79,7 +80,7 @@ def replay(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    startup = max(2, min(10, n_configs // 2))  # as sweeper.tuning.make_searcher
+    startup = max(2, min(10, n_configs // 2))  # as sweeper.run.search.make_searcher
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),

@@ -127,7 +127,8 @@ def _timed_sweep(spec: Any, work: Path, tag: str, cores: int) -> tuple[float, fl
     import ray
 
     from sweeper import results
-    from sweeper.tuning import Storage, run_sweep
+    from sweeper.run.storage import Storage
+    from sweeper.run.sweep import run_sweep
 
     storage = Storage(work / tag / "results", f"sqlite:///{work / tag / 'mlflow.db'}", work / tag / "mlartifacts")
     ray.shutdown()

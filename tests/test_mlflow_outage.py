@@ -32,7 +32,7 @@ from conftest import REPO, TINY_TRAIN
 from ray_fixtures import ProcessTree, free_ports, isolated_env, listeners, non_loopback, wait_http
 
 from sweeper import results
-from sweeper.tracking import Tracker
+from sweeper.run.tracking import Tracker
 
 ITERATIONS, EVAL_EVERY = 160, 20
 SPEC = {
@@ -55,7 +55,7 @@ def test_mlflow_http_retries_are_off_in_the_driver() -> None:
     probe = f"""
 import time, mlflow
 from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES as R, MLFLOW_HTTP_REQUEST_TIMEOUT as T
-from sweeper.tracking import Tracker
+from sweeper.run.tracking import Tracker
 tr = Tracker("http://127.0.0.1:{port}", "dead", retry_every_s=60)
 t = time.monotonic()
 run = tr.start_run("r", {{}}, {{"a": 1}})

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from sweeper import spec as specmod
 from sweeper.cli import app
-from sweeper.space import fixed_params, grid_points
+from sweeper.spec.space import fixed_params, grid_points
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""sweeper.report: files, contract columns, Table-1 rows, embedded figures, and robustness on odd inputs."""
+"""sweeper.analysis.report: files, contract columns, Table-1 rows, embedded figures, and robustness on odd inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import trial_row
 
-from sweeper import report
+from sweeper.analysis import report
 
 REQUIRED = [
     "dataset",

@@ -1,4 +1,4 @@
-"""``sweeper.space``: sweep spec -> Optuna distributions, grid points, fixed params, Tune space.
+"""``sweeper.spec.space``: sweep spec -> Optuna distributions, grid points, fixed params, Tune space.
 
 Table-driven: each parameter form maps to one expected distribution. The last test drives
 the real searcher (OptunaSearch inside Ray's Repeater) without a Ray cluster and checks
@@ -13,7 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from sweeper import spec as specmod
-from sweeper.space import fixed_params, grid_points, optuna_distribution, optuna_space, tune_space
+from sweeper.spec.space import fixed_params, grid_points, optuna_distribution, optuna_space, tune_space
 
 
 def _spec(space: Any, **extra: Any) -> specmod.SweepSpec:
@@ -160,8 +160,8 @@ def test_tune_space() -> None:
 
 
 def _suggestions(spec: specmod.SweepSpec, n: int) -> list[dict[str, Any]]:
-    from sweeper.trial import INDEX_KEY, OBJECTIVE
-    from sweeper.tuning import make_searcher
+    from sweeper.run.reporting import INDEX_KEY, OBJECTIVE
+    from sweeper.run.search import make_searcher
 
     searcher = make_searcher(spec)
     out = []
@@ -195,8 +195,8 @@ def test_seeded_tpe_is_reproducible() -> None:
 @pytest.mark.parametrize("sampler", ["grid", "tpe"])
 def test_a_sweep_with_nothing_to_search_still_gets_suggestions(sampler: str):
     """OptunaSearch refuses an empty space; a constant placeholder keeps one-point sweeps working."""
-    from sweeper.trial import TrialContext, trial_config
-    from sweeper.tuning import make_searcher
+    from sweeper.run.reporting import TrialContext, trial_config
+    from sweeper.run.search import make_searcher
 
     spec = specmod.SweepSpec.model_validate(
         {"name": "one", "space": {"normalizer": {"grid": ["sn"]}, "scale": 1.2}, "seeds": [0, 1],

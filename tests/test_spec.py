@@ -367,12 +367,12 @@ def test_control_characters_never_split_a_line(tmp_path: Path) -> None:
 
 
 def test_run_on_a_bad_file_starts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sweeper.tuning
+    import sweeper.run.sweep
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("run_sweep must not be reached")
 
-    monkeypatch.setattr(sweeper.tuning, "run_sweep", boom)
+    monkeypatch.setattr(sweeper.run.sweep, "run_sweep", boom)
     bad = _write(tmp_path, DEMO + "space: {scale: {choice: []}}\n")
     results = tmp_path / "results"
     result = runner.invoke(app, ["--results-dir", str(results), "--tracking-uri", "none", "run", str(bad)])

@@ -1,4 +1,4 @@
-"""sweeper.cluster: Ray Jobs submission.
+"""sweeper.cli.cluster: Ray Jobs submission.
 
 Fast tests check the entrypoint, the token lookup, staging and the error lines
 without any service. The end-to-end test starts its own token-protected Ray
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from ray_fixtures import free_ports, listeners, non_loopback, ray_head
 
-from sweeper import cluster
-from sweeper.tuning import SweepError
+from sweeper.cli import cluster
+from sweeper.errors import SweepError
 
 TINY = """\
 name: tiny-submit
@@ -138,7 +138,7 @@ def test_stage_ships_the_code_and_the_spec(tmp_path: Path) -> None:
     assert arg == "_snsweep_spec/tiny-submit.yaml" and (dest / arg).read_text() == TINY
     for pkg in cluster.PACKAGES:
         assert (dest / pkg / "__init__.py").exists()
-    assert (dest / "sweeper" / "cli.py").exists() and (dest / "search_spaces" / "demo.yaml").exists()
+    assert (dest / "sweeper" / "cli" / "commands.py").exists() and (dest / "search_spaces" / "demo.yaml").exists()
     assert not list(dest.rglob("__pycache__"))
     assert cluster.stage("demo", tmp_path / "stage2") == "demo"
 

@@ -21,13 +21,14 @@ from typer.testing import CliRunner
 
 from sweeper import spec as specmod
 from sweeper.cli import app
+from sweeper.spec.fields import catalogues
 from trainers.config import TrainConfig
 from trainers.metrics import METRICS
 
 runner = CliRunner()
 BASE: dict[str, Any] = yaml.safe_load(specmod.preset_text("demo"))
 TOP_KEYS = set(specmod.SweepSpec.model_fields)
-SECTIONS = {name: set(model.model_fields) for name, model in specmod._SECTIONS.items()}
+SECTIONS = {name: set(model.model_fields) for name, model in specmod.SECTIONS.items()}
 FIELDS = set(TrainConfig.field_names())
 _TMP = Path(tempfile.mkdtemp(prefix="snsweep-fuzz-"))
 
@@ -98,10 +99,10 @@ MUTATIONS = st.one_of(
     st.integers().map(lambda v: _set(("objective", "selection"), v)),
     st.sampled_from([[], 5, "x", None]).map(lambda v: _set(("space", "normalizer"), {"choice": v})),
     st.text(min_size=1, max_size=8)
-    .filter(lambda t: t not in specmod._catalogues()["normalizer"])
+    .filter(lambda t: t not in catalogues()["normalizer"])
     .map(lambda t: _set(("space", "normalizer"), {"choice": ["sn", t]})),
     st.text(min_size=1, max_size=8)
-    .filter(lambda t: t not in specmod._catalogues()["dataset"])
+    .filter(lambda t: t not in catalogues()["dataset"])
     .map(lambda t: _set(("train", "dataset"), t)),
     # bad ranges and values
     st.tuples(st.floats(0.1, 10), st.floats(0.01, 5)).map(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import os
 import re
 import shlex
@@ -43,7 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sweeper.tuning import SweepError
+from sweeper.errors import SweepError
 
 PACKAGES = ("sweeper", "trainers", "search_spaces")
 """Shipped in the job's working_dir: the code the job runs."""
@@ -194,13 +193,6 @@ def stage(spec: str, dest: Path) -> str:
     return str(PurePosixPath(SPEC_DIR, target.name))
 
 
-def supports_resume_flag() -> bool:
-    """Whether ``sweeper run`` has ``--resume-if-exists`` (the job runs this same code)."""
-    from sweeper import cli
-
-    return "resume_if_exists" in inspect.signature(cli.run).parameters
-
-
 def entrypoint(
     spec_arg: str,
     *,
@@ -259,19 +251,14 @@ def submit(
     results_dir: str,
     tracking_uri: str | None,
     extra_args: list[str],
-    resume_if_exists: bool | None = None,
+    resume_if_exists: bool = True,
 ) -> str:
-    """Submit the sweep as a Ray Job; returns the job (submission) id.
-
-    ``resume_if_exists=None`` uses ``--resume-if-exists`` when this version of the CLI has it.
-    """
+    """Submit the sweep as a Ray Job; returns the job (submission) id."""
     from sweeper import spec as specmod
 
     results_dir = _check_results_dir(str(results_dir))
     name = specmod.load(spec_path_or_preset).name  # user errors (SpecError) before any network call
     c = client(address)
-    if resume_if_exists is None:
-        resume_if_exists = supports_resume_flag()
     with tempfile.TemporaryDirectory(prefix="snsweep-job-") as tmp:
         spec_arg = stage(spec_path_or_preset, Path(tmp))
         command = entrypoint(

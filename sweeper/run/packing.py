@@ -73,11 +73,11 @@ class PackSearcher(Searcher):
 
 
 def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
-    """The Tune function for a pack: like ``sweeper.trial.run_trial``, for K members at once."""
+    """The Tune function for a pack: like ``sweeper.run.trial.run_trial``, for K members at once."""
     import torch
     from ray import tune
 
-    from sweeper.trial import OBJECTIVE, TuneReporter, _save_preview, penalty, trial_config
+    from sweeper.run.reporting import OBJECTIVE, TuneReporter, penalty, save_preview, trial_config
     from trainers.config import TrainConfig
     from trainers.loop import CHECKPOINT_FILE
     from trainers.packed import PackedTrainer
@@ -109,7 +109,7 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
             torch.save(trainer.state_dict(), Path(d) / CHECKPOINT_FILE)
             for i, p in enumerate(progress):
                 if p is not None and p.samples is not None:
-                    _save_preview(p.samples, Path(d) / f"samples_m{i}.png")
+                    save_preview(p.samples, Path(d) / f"samples_m{i}.png")
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
 
     trainer.run(report)

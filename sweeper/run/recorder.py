@@ -23,9 +23,9 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeper import results
-from sweeper.packing import PACK_KEY
-from sweeper.tracking import RunHandle, Tracker
-from sweeper.trial import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
+from sweeper.run.packing import PACK_KEY
+from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
+from sweeper.run.tracking import RunHandle, Tracker
 
 SUMMARY_SKIP = {"history_json", "trial_status", OBJECTIVE}
 

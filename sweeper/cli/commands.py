@@ -63,14 +63,14 @@ def _fail(lines: list[str] | str, code: int = 2) -> None:
 
 def _guard(g: Globals, fn: Callable[[], Any]) -> Any:
     """Run ``fn``; user errors become one line each and exit code 2."""
-    from sweeper.spec import SpecError
+    from sweeper.errors import UserError
     from trainers.config import ConfigError
 
     try:
         return fn()
     except typer.Exit:
         raise
-    except SpecError as e:
+    except UserError as e:
         if g.debug:
             raise
         _fail(e.lines)
@@ -78,16 +78,10 @@ def _guard(g: Globals, fn: Callable[[], Any]) -> Any:
         if g.debug:
             raise
         _fail(str(e))
-    except Exception as e:
-        from sweeper.tuning import SweepError
-
-        if isinstance(e, SweepError) and not g.debug:
-            _fail(str(e))
-        raise
 
 
 def _storage(g: Globals):  # -> Storage
-    from sweeper.tuning import default_storage
+    from sweeper.run.storage import default_storage
 
     storage = default_storage(g.results_dir, None if g.tracking_uri == "none" else g.tracking_uri)
     if g.tracking_uri == "none":
@@ -119,7 +113,8 @@ def run(
 
     def go() -> None:
         from sweeper import spec as specmod
-        from sweeper.tuning import SweepError, restorable
+        from sweeper.errors import SweepError
+        from sweeper.run.sweep import restorable
 
         s = specmod.load(spec)
         resume = False
@@ -155,7 +150,7 @@ def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The swe
 
 def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: int | None, dashboard: bool) -> None:
     from sweeper import spec as specmod
-    from sweeper.tuning import run_sweep
+    from sweeper.run.sweep import run_sweep
 
     spec = spec_arg if isinstance(spec_arg, specmod.SweepSpec) else specmod.load(spec_arg)
     outcome = run_sweep(
@@ -212,7 +207,7 @@ def submit(
     g = _state(ctx)
 
     def go() -> None:
-        from sweeper import cluster
+        from sweeper.cli import cluster
 
         target = address or g.address or os.environ.get("RAY_ADDRESS")
         if not target:
@@ -317,8 +312,8 @@ def report(
 
     def go() -> None:
         from sweeper import results
-        from sweeper.report import write_report
-        from sweeper.tuning import directions_for
+        from sweeper.analysis.report import write_report
+        from sweeper.run.meta import directions_for
 
         paths = [_resolve_target(g, t) for t in (target or [str(g.results_dir)])]
         trials = results.load(paths)
@@ -365,7 +360,7 @@ def status(
         from sweeper import results
 
         if job:
-            from sweeper import cluster
+            from sweeper.cli import cluster
 
             address = g.address or os.environ.get("RAY_ADDRESS")
             if not address:

@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sweeper.run.reporting import TrialContext
     from sweeper.spec import Resources
-    from sweeper.trial import TrialContext
     from trainers.config import TrainConfig
 
 TUNE_FUNCTION_CPU = 0.01
@@ -114,7 +114,7 @@ def train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: rank ``get_world_rank()`` of the DDP run (process group set up by Train)."""
     import ray.train
 
-    from sweeper.trial import progress_metrics, write_checkpoint
+    from sweeper.run.reporting import progress_metrics, write_checkpoint
     from trainers.config import TrainConfig
     from trainers.loop import CHECKPOINT_FILE, Progress, Trainer
 

@@ -1,4 +1,4 @@
-"""Pure translation of a sweep spec into what the search backends take.
+"""Pure translation of a sweep spec into what the search backends (Optuna, Ray Tune) take.
 
 No Ray or Optuna objects are *used* here beyond building distributions, so the
 mapping is a plain function tested with a table of input -> expected output.
@@ -14,10 +14,11 @@ point names the same parameters and equal configurations dedupe.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
-from sweeper.spec import Choice, Grid, IntRange, LogUniform, Param, SweepSpec, Uniform, values_of
+from sweeper.spec.params import Choice, Grid, IntRange, LogUniform, Param, Uniform, values_of
+from sweeper.spec.points import grid_points
+from sweeper.spec.schema import SweepSpec
 
 
 def optuna_distribution(p: Param) -> Any:
@@ -71,30 +72,6 @@ def fixed_params(spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
-def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every configuration of a grid sweep: the cross product within each block, the union across them.
-
-    Duplicates across blocks are dropped (the paper's config lists the default
-    setting twice; its scheduler skipped the second copy). With several blocks, a
-    parameter missing from a block takes the TrainConfig default there. Continuous
-    parameters have no points (a block holding one contributes none).
-    """
-    out: list[dict[str, Any]] = []
-    seen: set[tuple] = set()
-    names = spec.parameters
-    defaults = _defaults() if len(spec.blocks) > 1 else {}
-    for block in spec.blocks:
-        keys = [k for k in names if k in block or k in defaults]
-        supports = [values_of(block[k]) or [] if k in block else [defaults[k]] for k in keys]
-        for combo in itertools.product(*supports):
-            point = dict(zip(keys, combo, strict=True))
-            key = tuple(sorted((k, repr(v)) for k, v in point.items()))
-            if key not in seen:
-                seen.add(key)
-                out.append(point)
-    return out
-
-
 def tune_space(spec: SweepSpec) -> dict[str, Any]:
     """The same space as Ray Tune sampling primitives (used without Optuna, and in docs).
 
@@ -132,9 +109,3 @@ def _dedupe(values: list[Any]) -> list[Any]:
     for v in values:
         out.setdefault(repr(v), v)
     return list(out.values())
-
-
-def _defaults() -> dict[str, Any]:
-    from trainers.config import TrainConfig
-
-    return TrainConfig().to_dict()

@@ -1,23 +1,15 @@
-"""The Tune trial: one (configuration, seed) training run in a Ray worker.
+"""What a Tune trial hands the driver: its context, its results' keys, its checkpoints.
 
-It turns Tune's sampled config into a ``TrainConfig``, resumes from Tune's
-checkpoint when the trial is retried or restored, and forwards each evaluation
-to Tune with a checkpoint (models, optimizers, RNG states, sample previews).
-The final report carries the run's summary (final/best per metric and the full
-evaluation history), so the driver can write an exact Parquet row even if it
-was restarted mid-trial. Private settings (paths) come through
-``tune.with_parameters``, never through the param space.
-
-A trial with ``resources.workers > 1`` trains data-parallel in a Ray Train
-``TorchTrainer`` that this function launches (``sweeper/distributed.py``); Tune
-sees the same results and checkpoints either way.
+Shared by the single-process trial (``sweeper.run.trial``), multi-worker trials
+(``sweeper.run.distributed``) and packed trials (``sweeper.run.packing``), so all three report the
+same keys: the trainer's metrics, ``step``/``iterations``/``trial_status``, the searcher's
+``objective`` and, in the last report, the whole evaluation history.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +63,7 @@ def write_checkpoint(p: Any, directory: Path) -> bool:
     if p.save_checkpoint(directory) is None:
         return False
     if p.samples is not None:
-        _save_preview(p.samples, directory / "samples.png")
+        save_preview(p.samples, directory / "samples.png")
     return True
 
 
@@ -97,36 +89,7 @@ class TuneReporter:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
 
-def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    from trainers.config import TrainConfig
-
-    cfg = TrainConfig.from_dict(trial_config(config, ctx))
-    to_tune = TuneReporter(ctx)
-    if ctx.workers > 1:
-        from sweeper.distributed import run_distributed
-
-        run_distributed(cfg, ctx, to_tune)
-        return
-
-    from ray import tune
-
-    from trainers.loop import CHECKPOINT_FILE, Progress, Trainer
-
-    trainer = Trainer(cfg)
-    checkpoint = tune.get_checkpoint()  # a retried or restored trial continues exactly where it was
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            trainer.load(Path(d) / CHECKPOINT_FILE)
-
-    def report(p: Progress) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            write_checkpoint(p, Path(d))
-            to_tune(progress_metrics(p, trainer.history), Path(d))
-
-    trainer.run(report)
-
-
-def _save_preview(samples: Any, path: Path) -> None:
+def save_preview(samples: Any, path: Path) -> None:
     """An 8x8 image grid, or a scatter plot for 2D points."""
     if samples.dim() == 4:
         from torchvision.utils import save_image

@@ -1,0 +1,5 @@
+"""``python -m sweeper.cli``: what a submitted Ray Job runs on the head node."""
+
+from sweeper.cli.commands import main
+
+main()

@@ -1,0 +1,116 @@
+"""The sweep's MLflow parent run: opened in the background on a fresh sweep, re-adopted on resume.
+
+Opening a fresh SQLite store takes seconds (MLflow runs its schema migrations); it overlaps
+Ray's start-up and the trial workers' spawn. An unreachable or unopenable store never fails a
+sweep: it is one warning line and the sweep records Parquet only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from sweeper import results
+from sweeper.run.storage import Storage
+from sweeper.spec import SweepSpec
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """``fn(*args)`` in a daemon thread (an unreachable server must never hold the process open)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="snsweep-mlflow-setup", daemon=True).start()
+    return future
+
+
+def open_tracking(storage: Storage, spec: SweepSpec, sweep_path: Path, progress: Callable[[str], None]) -> tuple:
+    """(tracker, parent run) of a fresh sweep, or (None, None) when the store cannot be opened."""
+    from sweeper.run.tracking import Tracker
+
+    try:
+        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
+    except Exception as e:  # noqa: BLE001 - the trials run anyway; their Parquet rows are the record
+        first = str(e).splitlines()[0] if str(e) else ""
+        progress(
+            f"warning: cannot open the MLflow store {storage.tracking_uri} ({type(e).__name__}: {first}); "
+            "this sweep records Parquet only (fix --tracking-uri, or pass --tracking-uri none)"
+        )
+        return None, None
+    return open_parent(tracker, spec, sweep_path, progress)
+
+
+def open_parent(tracker: Any, spec: SweepSpec, sweep_path: Path, progress: Callable[[str], None]) -> tuple:
+    """The sweep's parent run (runs in a background thread); sweep.json gets its id once it exists.
+
+    Never raises: an unreachable server leaves the calls queued for the tracker's retries, and
+    finish_sweep writes the id into sweep.json if it arrives later."""
+    parent = start_parent(tracker, spec)
+    tracker.drain(timeout_s=60, progress=progress)
+    try:
+        meta = results.read_sweep_meta(sweep_path)
+        if parent.run_id is not None:
+            meta["mlflow_parent_run_id"] = parent.run_id
+            results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
+        tracker.log_text(parent, json.dumps(meta, indent=2, default=str), "sweep.json")
+    except Exception as e:  # noqa: BLE001 - the sweep must not fail over its metadata copy
+        progress(f"could not record the MLflow parent run in sweep.json ({type(e).__name__}: {e})")
+    return tracker, parent
+
+
+def start_parent(tracker: Any, spec: SweepSpec) -> Any:
+    return tracker.start_run(
+        spec.name,
+        {"snsweep.role": "sweep", "status": "running"},
+        {"sweep": spec.name, "trials": spec.n_trials, "seeds": spec.seeds, "sampler": spec.search.sampler,
+         "objective": spec.objective.metric},  # fmt: skip
+    )
+
+
+def reopen_parent(tracker: Any, meta_prev: dict[str, Any], spec: SweepSpec, progress: Callable[[str], None]) -> Any:
+    """A resumed sweep: the dead driver's runs end KILLED, its parent run continues."""
+    if not meta_prev.get("mlflow_parent_run_id"):
+        parent = start_parent(tracker, spec)  # MLflow was down, or the driver died before the run existed
+        tracker.drain(timeout_s=60, progress=progress)
+        return parent
+    try:
+        killed = tracker.end_orphans(keep={meta_prev["mlflow_parent_run_id"]})
+    except Exception as e:  # noqa: BLE001 - a tracking outage must not block a resume
+        killed = 0
+        progress(f"could not clean up MLflow runs now ({type(e).__name__}); they stay RUNNING")
+    if killed:
+        progress(f"marked {killed} MLflow run(s) of the dead driver KILLED")
+    parent = tracker.adopt(meta_prev["mlflow_parent_run_id"], spec.name)
+    tracker.drain(timeout_s=60, progress=progress)
+    return parent
+
+
+def preload_in_background(storage: Storage) -> threading.Thread:
+    """Import the driver's heavy modules (MLflow, its SQL layers, Optuna) while Ray starts.
+
+    Ray's start-up mostly waits on its daemons; these imports take seconds of CPU that would
+    otherwise follow it. Imports only: nothing is written, so a failed start leaves no trace."""
+
+    def load() -> None:
+        try:
+            import optuna  # noqa: F401
+            from ray.tune.search.optuna import OptunaSearch  # noqa: F401
+
+            if storage.tracking_uri:
+                import mlflow.tracking  # noqa: F401
+                from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
+        except Exception:  # noqa: BLE001, S110 - the real import later reports any problem
+            pass
+
+    thread = threading.Thread(target=load, name="snsweep-preload", daemon=True)
+    thread.start()
+    return thread

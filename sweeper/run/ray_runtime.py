@@ -1,0 +1,52 @@
+"""Ray for a sweep: connect to a cluster, or start a local Ray bound to 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sweeper.errors import SweepError
+from sweeper.spec import SweepSpec
+
+
+def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Connect to a cluster, or start a local Ray bound to 127.0.0.1 only."""
+    # Ray's own progress tables would interleave with the recorder's lines; the legacy
+    # reporter is silent at verbose=0, the new output engine is not.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SweepError(f"cannot reach the Ray cluster at {address} ({msg}); check --address") from None
+        return
+    # Without this, Ray advertises and binds on the machine's routable address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **common)
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """A GPU request on a cluster without GPUs fails here, before any trial starts."""
+    import ray
+
+    have = ray.cluster_resources()
+    need_gpu = spec.resources.gpus_per_trial * spec.resources.workers
+    if need_gpu > 0 and have.get("GPU", 0) < min(need_gpu, 1.0):
+        raise SweepError(
+            f"resources.gpus_per_trial: {spec.resources.gpus_per_trial} GPU(s) requested but the cluster has "
+            f"{int(have.get('GPU', 0))}; set gpus_per_trial: 0 or use a GPU cluster (an autoscaling cluster "
+            "must keep one GPU worker up, as cluster.yaml does)"
+        )
+    need_cpu = spec.resources.cpus_per_trial * spec.resources.workers
+    if have.get("CPU", 0) < need_cpu:
+        raise SweepError(
+            f"resources.cpus_per_trial: a trial needs {need_cpu} CPUs but the cluster has "
+            f"{have.get('CPU', 0):g}; lower cpus_per_trial"
+        )
