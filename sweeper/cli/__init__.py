@@ -5,6 +5,6 @@ and exit code 2. Heavy imports (torch, Ray, MLflow) happen inside commands, so `
 the inspecting commands answer at once. May import every other stage.
 """
 
-from sweeper.cli.commands import app, main
+from sweeper.cli.app import app, main
 
 __all__ = ["app", "main"]

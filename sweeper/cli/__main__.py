@@ -1,5 +1,5 @@
 """``python -m sweeper.cli``: what a submitted Ray Job runs on the head node."""
 
-from sweeper.cli.commands import main
+from sweeper.cli.app import main
 
 main()

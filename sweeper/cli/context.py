@@ -1,0 +1,76 @@
+"""What every command shares: the global options, and turning user errors into one line each."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+@dataclass
+class Globals:
+    results_dir: Path
+    tracking_uri: str | None
+    address: str | None
+    debug: bool
+
+
+def state(ctx: typer.Context) -> Globals:
+    return ctx.obj
+
+
+def main_options(
+    ctx: typer.Context,
+    results_dir: Annotated[Path, typer.Option(help="Where Parquet results and reports go.")] = Path("results"),
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: sqlite:///./mlflow.db; 'none' disables tracking)."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray on 127.0.0.1).")
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+) -> None:
+    ctx.obj = Globals(results_dir, tracking_uri, address or os.environ.get("SNSWEEP_RAY_ADDRESS"), debug)
+
+
+def fail(lines: list[str] | str, code: int = 2) -> None:
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def guard(g: Globals, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; user errors become one line each and exit code 2."""
+    from sweeper.errors import UserError
+    from trainers.config import ConfigError
+
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except UserError as e:
+        if g.debug:
+            raise
+        fail(e.lines)
+    except (ConfigError, FileNotFoundError) as e:
+        if g.debug:
+            raise
+        fail(str(e))
+
+
+def storage_of(g: Globals):  # -> Storage
+    from sweeper.run.storage import default_storage
+
+    storage = default_storage(g.results_dir, None if g.tracking_uri == "none" else g.tracking_uri)
+    if g.tracking_uri == "none":
+        storage.tracking_uri = None
+    return storage
+
+
+def say(line: str) -> None:
+    typer.echo(line)

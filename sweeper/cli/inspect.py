@@ -1,0 +1,119 @@
+"""The commands that look without training: ``validate``, ``presets``, ``normalizers``, ``schema``, ``status``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from sweeper.cli.context import fail, guard, state
+
+
+def validate(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="A sweep YAML file or a preset name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Check a sweep file without running it: trials, parameters, resources, problems."""
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper import spec as specmod
+
+        s = specmod.load(spec)
+        summary = {
+            "name": s.name,
+            "trials": s.n_trials,
+            "configurations": s.n_configurations,
+            "seeds": s.seeds,
+            "parameters": s.parameters,
+            "sampler": s.search.sampler,
+            "objective": {"metric": s.objective.metric, "mode": s.metric_mode, "selection": s.objective.selection},
+            "resources": s.resources.model_dump(),
+        }
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        typer.echo(f"{s.name}: ok")
+        typer.echo(f"  trials: {s.n_trials} ({s.n_configurations} configurations x {len(s.seeds)} seeds)")
+        typer.echo(f"  parameters: {', '.join(s.parameters) or '(none)'}; sampler {s.search.sampler}")
+        typer.echo(f"  objective: {s.objective.selection} {s.objective.metric} ({s.metric_mode})")
+        r = s.resources
+        typer.echo(f"  resources per trial: {r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU, {r.workers} worker(s)")
+
+    guard(g, go)
+
+
+def presets(ctx: typer.Context) -> None:
+    """List the built-in sweeps (the paper's, and demo) with their trial counts."""
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper import spec as specmod
+
+        for name in specmod.preset_names():
+            s = specmod.load(name)
+            cost = s.n_iterations
+            what = s.reproduces or s.description
+            typer.echo(f"{name:24s} {s.n_trials:5d} trials  {cost:>14,d} iterations  {what}")
+
+    guard(g, go)
+
+
+def schema() -> None:
+    """Print the JSON Schema of sweep files (for editors)."""
+    from sweeper.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+def normalizers() -> None:
+    """List the normalizers with a one-line description and the paper section."""
+    from trainers.normalizers import METHODS
+
+    for name, info in METHODS.items():
+        typer.echo(f"{name:16s} {info.description}  [{info.paper}]")
+
+
+def status(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="A sweep name (default: all).")] = None,
+    job: Annotated[str | None, typer.Option(help="Also show this Ray Job's state (needs --address).")] = None,
+) -> None:
+    """Show sweeps and their trials: completed, diverged, stopped early, failed."""
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper import results
+
+        if job:
+            from sweeper.cli import cluster
+
+            address = g.address or os.environ.get("RAY_ADDRESS")
+            if not address:
+                fail("--job needs --address http://HEAD:8265")
+            typer.echo(f"job {job}: {cluster.job_status(address, job)} {cluster.job_message(address, job)}".rstrip())
+            if name is None:
+                return
+
+        root = g.results_dir
+        names = [name] if name else sorted(p.name for p in root.glob("*") if (p / "sweep.json").exists())
+        if not names:
+            typer.echo(f"no sweeps under {root}")
+            return
+        for n in names:
+            path = results.sweep_dir(root, n)
+            meta = results.read_sweep_meta(path)
+            if not meta:
+                raise FileNotFoundError(f"no sweep {n!r} under {root}")
+            df = results.latest_attempts(results.load(path)) if (path / "trials").exists() else None
+            counts = df["status"].value_counts().to_dict() if df is not None and not df.empty else {}
+            done = sum(counts.values())
+            shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none finished"
+            typer.echo(
+                f"{n}: {done}/{meta.get('trials', '?')} trials finished ({shown}); started {meta.get('started_at')}"
+            )
+
+    guard(g, go)

@@ -1,0 +1,143 @@
+"""The commands that run sweeps: ``run``, ``resume``, ``submit`` (a Ray Job on a cluster)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sweeper.cli.context import Globals, fail, guard, say, state, storage_of
+
+SpecArg = Annotated[str | None, typer.Argument(help="A sweep YAML file or a preset name (default: demo).")]
+
+
+def run(
+    ctx: typer.Context,
+    spec: SpecArg = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing results of this sweep.")] = False,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray (default: all).")] = None,
+    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (on 127.0.0.1).")] = False,
+    resume_if_exists: Annotated[
+        bool, typer.Option(help="Resume the sweep if its state exists (what submitted jobs do).")
+    ] = False,
+) -> None:
+    """Run a sweep: local Ray by default, or on --address."""
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper import spec as specmod
+        from sweeper.errors import SweepError
+        from sweeper.run.sweep import restorable
+
+        s = specmod.load(spec)
+        resume = False
+        if resume_if_exists:
+            if overwrite:
+                raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
+            resume = restorable(s, g.results_dir)
+        _run(g, s, overwrite=overwrite, resume=resume, num_cpus=num_cpus, dashboard=dashboard)
+
+    guard(g, go)
+
+
+def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The sweep's name.")]) -> None:
+    """Continue a sweep after an interruption (a dead driver): Optuna's state and checkpoints are kept."""
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper import results
+        from sweeper import spec as specmod
+        from sweeper.spec import SpecError
+
+        meta = results.read_sweep_meta(results.sweep_dir(g.results_dir, name))
+        if not meta:
+            raise SpecError([f"no sweep {name!r} under {g.results_dir} (no sweep.json); see `sweeper status`"])
+        spec = specmod.from_data(meta["spec"], f"{name}/sweep.json")
+        if g.tracking_uri is None and meta.get("tracking_uri"):
+            g.tracking_uri = meta["tracking_uri"]
+        _run(g, spec, overwrite=False, resume=True, num_cpus=None, dashboard=False)
+
+    guard(g, go)
+
+
+def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: int | None, dashboard: bool) -> None:
+    from sweeper import spec as specmod
+    from sweeper.run.sweep import run_sweep
+
+    spec = spec_arg if isinstance(spec_arg, specmod.SweepSpec) else specmod.load(spec_arg)
+    outcome = run_sweep(
+        spec, storage_of(g), address=g.address, resume=resume, overwrite=overwrite,
+        num_cpus=num_cpus, dashboard=dashboard, progress=say,
+    )  # fmt: skip
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
+    t = outcome.timings
+    took = (
+        f" in {sum(t.values()):.0f} s (Ray start {t['ray_start']:.1f} s, trials {t['trials']:.0f} s, "
+        f"report {t['finish']:.1f} s)"
+        if {"ray_start", "trials", "finish"} <= t.keys()
+        else ""
+    )
+    say(f"\nsweep {outcome.name} finished{took}: {counts}")
+    if outcome.best:
+        b = outcome.best
+        sem = f" ± {b['sem']:.3g}" if math.isfinite(b["sem"]) else ""
+        params = ", ".join(f"{k}={_short(v)}" for k, v in b["params"].items())
+        say(f"best configuration: {params}")
+        say(f"  {b['selection']} {b['metric']} = {b['mean']:.4g}{sem} over {b['n_seeds']} seeds")
+    if outcome.report_path:
+        say(f"report: {outcome.report_path}")
+    say(f"results: {outcome.sweep_path}/trials/*.parquet  (sweeper.results.load('{outcome.sweep_path}'))")
+    if g.tracking_uri != "none":
+        say("browse the trials: sweeper ui")
+    if outcome.failed_fraction > spec.allowed_failure_fraction:
+        say(f"{outcome.failed_fraction:.0%} of trials failed (allowed {spec.allowed_failure_fraction:.0%})")
+        raise typer.Exit(1)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def submit(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="A sweep YAML file or a preset name.")],
+    address: Annotated[
+        str | None, typer.Option(help="The cluster's Ray dashboard, e.g. http://HEAD:8265.")
+    ] = None,
+    results_dir: Annotated[
+        Path | None, typer.Option(help="Absolute results path on the cluster (shared storage).")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the job to end and print its logs.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait.")] = 24 * 3600.0,
+) -> None:
+    """Submit a sweep to a Ray cluster as a Ray Job (--address http://HEAD:8265).
+
+    --results-dir must be an absolute path on the cluster (shared storage). Extra
+    arguments after the spec are passed to `sweeper run` in the job (e.g. --overwrite).
+    """
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper.cli import cluster
+
+        target = address or g.address or os.environ.get("RAY_ADDRESS")
+        if not target:
+            fail("sweeper submit needs --address http://HEAD:8265 (the Ray dashboard of the cluster)")
+        job = cluster.submit(
+            spec, target, results_dir=str(results_dir or g.results_dir), tracking_uri=g.tracking_uri,
+            extra_args=list(ctx.args),
+        )  # fmt: skip
+        typer.echo(f"submitted job {job}")
+        typer.echo(f"follow it: {cluster.follow_hint(target, job)}")
+        typer.echo(f"status:    sweeper --address {target} status --job {job}")
+        if wait:
+            state = cluster.wait(target, job, timeout_s=timeout)
+            typer.echo(cluster.job_logs(target, job))
+            typer.echo(f"job {job}: {state}")
+            if state != "SUCCEEDED":
+                raise typer.Exit(1)
+
+    guard(g, go)
