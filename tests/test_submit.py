@@ -138,7 +138,7 @@ def test_stage_ships_the_code_and_the_spec(tmp_path: Path) -> None:
     assert arg == "_snsweep_spec/tiny-submit.yaml" and (dest / arg).read_text() == TINY
     for pkg in cluster.PACKAGES:
         assert (dest / pkg / "__init__.py").exists()
-    assert (dest / "sweeper" / "cli" / "commands.py").exists() and (dest / "search_spaces" / "demo.yaml").exists()
+    assert (dest / "sweeper" / "cli" / "app.py").exists() and (dest / "search_spaces" / "demo.yaml").exists()
     assert not list(dest.rglob("__pycache__"))
     assert cluster.stage("demo", tmp_path / "stage2") == "demo"
 
