@@ -58,7 +58,11 @@ CASES = [
         "name: t\nseeds: [0]\nseeds: [1]\n",
         ("invalid YAML at line 3", "duplicate key 'seeds'"),
     ),
-    C("unknown-top", DEMO + "sedes: [0, 1]\n", ("sedes", "unknown key; valid: name, description")),
+    C(
+        "unknown-top",
+        DEMO + "sedes: [0, 1]\n",
+        ("sedes", "unknown key (did you mean 'seeds'?); valid: name, description"),
+    ),
     C(
         "unknown-nested-search",
         DEMO + "search: {sampler: tpe, trails: 3}\n",
@@ -67,14 +71,19 @@ CASES = [
     C(
         "unknown-nested-objective",
         DEMO + "objective: {metric: fid, direction: min}\n",
-        ("objective.direction", ""),
+        ("train.inception_weights", "use the real Inception network"),  # found in the same pass
+        ("objective.direction", "unknown key (did you mean 'selection'?); valid: metric, mode, selection"),
     ),
     C(
         "unknown-in-form",
         DEMO + "space: {scale: {uniform: [1, 2], step: 0.1}}\n",
         ("space.scale.step", "valid: uniform"),
     ),
-    C("unknown-train-key", "name: t\ntrain: {lr: 1.0e-4}\n", ("train.lr", "unknown config key; valid:")),
+    C(
+        "unknown-train-key",
+        "name: t\ntrain: {lr: 1.0e-4}\n",
+        ("train.lr", "unknown config key (did you mean 'lr_g'?); valid:"),
+    ),
     C(
         "unknown-param",
         DEMO + "space: {learning_rate: {choice: [1, 2]}}\n",
@@ -223,7 +232,7 @@ CASES = [
     C(
         "objective-metric",
         DEMO + "objective: {metric: FID}\n",
-        ("objective.metric", "unknown metric 'FID'; valid:"),
+        ("objective.metric", "unknown metric 'FID' (did you mean 'fid'?); valid:"),
     ),
     C("objective-mode", DEMO + "objective: {mode: lower}\n", ("objective.mode", "must be 'max' or 'min'")),
     C(
@@ -234,7 +243,7 @@ CASES = [
     C(
         "train-metric",
         "name: t\ntrain: {metrics: [fid, psnr]}\n",
-        ("train.metrics", "unknown metric(s) 'psnr'"),
+        ("train.metrics", "unknown metric 'psnr'; valid:"),
     ),
     C("name-missing", "train: {}\n", ("name", "required field is missing")),
     C("name-bad", "name: my sweep\n", ("name", "must be 1-80 letters, digits")),
@@ -301,9 +310,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("text", "expected"), CASES)
-def test_malformed_file_one_line_per_problem(
-    tmp_path: Path, text: str, expected: list[tuple[str, str]]
-) -> None:
+def test_malformed_file_one_line_per_problem(tmp_path: Path, text: str, expected: list[tuple[str, str]]) -> None:
     lines = _errors(_write(tmp_path, text))
     assert len(lines) == len(expected), lines
     for line, (path, fragment) in zip(lines, expected, strict=True):
@@ -311,10 +318,13 @@ def test_malformed_file_one_line_per_problem(
         assert fragment in line, (line, fragment)
 
 
-def test_structural_errors_come_before_value_checks(tmp_path: Path) -> None:
-    """A block that is not a mapping stops the value checks of that field (fix it, then see the rest)."""
+def test_structural_errors_do_not_hide_value_checks(tmp_path: Path) -> None:
+    """One pass reports everything: a block that is not a mapping, and a bad value in another block."""
     text = DEMO + "search: {sampler: grid}\nspace:\n  - {scale: -1.0}\n  - 7\n"
-    assert _errors(_write(tmp_path, text)) == ["space[1]: must be a mapping, got 7"]
+    assert _errors(_write(tmp_path, text)) == [
+        "space[1]: must be a mapping, got 7",
+        "space[0].scale: `scale` must be > 0, got -1.0",
+    ]
 
 
 def test_block_errors_are_all_reported(tmp_path: Path) -> None:
@@ -355,7 +365,7 @@ def test_missing_file_and_unknown_preset(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "a folder, not a sweep file" in result.output
     result = runner.invoke(app, ["validate", "cifar-scale"])
     assert result.exit_code == 2 and result.output.startswith(
-        "error: unknown preset 'cifar-scale'; valid presets: "
+        "error: unknown preset 'cifar-scale' (did you mean 'cifar10-scale'?); valid presets: "
     )
 
 
@@ -450,3 +460,45 @@ def test_docs_example_validates() -> None:
         16,
         ["scale", "lr_d", "lr_g"],
     )
+
+
+def test_every_problem_in_one_pass(tmp_path: Path) -> None:
+    """A bad form, an unknown name in another parameter, an unknown section key, a cross-field rule
+    and a point rule: all reported at once, so a user fixes the file in one go."""
+    text = (
+        "name: t\n"
+        "train: {resolution: 12}\n"
+        "space: {scale: {uniform: [3, 2]}, normalizer: {choice: [sn, bssn]}}\n"
+        "search: {trails: 4}\n"
+        "pack: 2\n"
+        "scheduler: {type: asha}\n"
+    )
+    paths = sorted(line.split(":")[0] for line in _errors(_write(tmp_path, text)))
+    assert paths == ["pack", "search.trails", "space.normalizer", "space.scale.uniform", "train.resolution"], paths
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("name: t\nsedes: [0]\n", "(did you mean 'seeds'?)"),
+        ("name: t\nsearch: {sampler: tpee}\n", "unknown sampler 'tpee' (did you mean 'tpe'?)"),
+        ("name: t\ntrain: {normalizer: BSSN}\n", "unknown normalizer 'BSSN' (did you mean 'bsn'?)"),
+        ("name: t\ntrain: {model: sngan_cn}\n", "unknown model 'sngan_cn' (did you mean 'sngan_cnn'?)"),
+        ("name: t\ntrain: {dataset: cifar}\n", "unknown dataset 'cifar' (did you mean 'cifar10'?)"),
+        (
+            "name: t\nobjective: {metric: mode_coverag}\n",
+            "unknown metric 'mode_coverag' (did you mean 'mode_coverage'?)",
+        ),
+        ("name: t\ntrain: {n_dsi: 2}\n", "unknown config key (did you mean 'n_dis'?)"),
+        ("name: t\nspace: {scael: {grid: [1.0]}}\n", "unknown parameter (did you mean 'scale'?)"),
+        ("name: t\nresources: {gpus: 1}\n", "unknown key (did you mean 'gpus_per_trial'?)"),
+    ],
+)
+def test_unknown_names_suggest_the_nearest(tmp_path: Path, text: str, fragment: str) -> None:
+    lines = _errors(_write(tmp_path, text))
+    assert len(lines) == 1 and fragment in lines[0] and "valid:" in lines[0], lines
+
+
+def test_unknown_preset_suggests_the_nearest() -> None:
+    result = runner.invoke(app, ["validate", "demoo"])
+    assert result.exit_code == 2 and "unknown preset 'demoo' (did you mean 'demo'?)" in result.output

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from sweeper.spec.params import Choice, Grid, IntRange, LogUniform, Uniform, bounds_of, values_of
-from sweeper.spec.text import is_finite_number, show_value
+from sweeper.spec.text import is_finite_number, show_value, unknown
 
 
 def raise_errors(errors: list[tuple[tuple, str]]) -> None:
@@ -105,7 +105,7 @@ def trainer_rule(key: str, v: Any) -> str | None:
 
     catalogue = catalogues().get(key)
     if catalogue is not None:
-        return None if v in catalogue else f"unknown {key} {show_value(v)}; valid: {', '.join(catalogue)}"
+        return None if v in catalogue else unknown(key, v, catalogue)
     try:
         TrainConfig(**{key: v})
     except ConfigError as e:
@@ -126,18 +126,14 @@ def check_value(key: str, value: Any) -> tuple[Any, list[str]]:
                 f"`metrics` must be a list of metric names, got {show_value(value)}; valid: {', '.join(METRICS)}"
             ]
         bad = [m for m in value if m not in METRICS]
-        return value, [
-            f"unknown metric(s) {', '.join(map(show_value, bad))}; valid: {', '.join(METRICS)}"
-        ] if bad else []
+        return value, [unknown("metric", bad, METRICS)] if bad else []
     if key == "options":
         from trainers.normalizers import OPTIONS
 
         if not isinstance(value, dict):
             return value, [f"`options` must be a mapping of normalizer options ({', '.join(OPTIONS)})"]
         bad = [k for k in value if k not in OPTIONS]
-        return value, [
-            f"unknown normalizer option(s) {', '.join(map(show_value, bad))}; valid: {', '.join(OPTIONS)}"
-        ] if bad else []
+        return value, [unknown("normalizer option", bad, OPTIONS)] if bad else []
     if kind in ("list", "dict"):
         ok = isinstance(value, list if kind == "list" else dict)
         return value, [] if ok else [
@@ -176,13 +172,19 @@ def check_param(key: str, p: Any) -> tuple[Any, list[str]]:
                 problems.append(rule)
         return p, problems
     values = values_of(p) or []
+    catalogue = catalogues().get(key)
     converted: list[Any] = []
     for v in values:
         v, problem = typed_value(key, kind, v)
-        problem = problem or (trainer_rule(key, v) if v is not None else None)
+        if problem is None and catalogue is None and v is not None:
+            problem = trainer_rule(key, v)  # catalogue names are checked together below, in one line
         if problem and problem not in problems:
             problems.append(problem)
         converted.append(v)
+    if catalogue is not None:
+        bad = [v for v in converted if isinstance(v, str) and v not in catalogue]
+        if bad:
+            problems.append(unknown(key, list(dict.fromkeys(bad)), catalogue))
     if problems:
         return p, problems
     if isinstance(p, Choice):

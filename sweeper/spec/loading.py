@@ -7,6 +7,7 @@ field paths, in the file's order of keys.
 
 from __future__ import annotations
 
+import copy
 import re
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from sweeper.errors import SpecError, one_line
 from sweeper.spec.params import FORM_TAGS, FORMS, FORMS_TEXT, UNION_TAGS
 from sweeper.spec.schema import SECTIONS, SweepSpec
-from sweeper.spec.text import key_text, show_value
+from sweeper.spec.text import key_text, show_value, unknown
 
 MAX_NODES = 100_000
 """Values a sweep file may hold after YAML aliases are expanded (an alias bomb is refused)."""
@@ -99,7 +100,7 @@ def resolve_source(spec: str | Path | None) -> tuple[str, str]:
             raise SpecError([f"{path}: {what} (or pass a preset name: {', '.join(preset_names())})"])
         return str(path), _read(path)
     raise SpecError(
-        [f"unknown preset {show_value(text)}; valid presets: {', '.join(preset_names())} (or a .yaml path)"]
+        [unknown("preset", text, preset_names()).replace("; valid:", "; valid presets:") + " (or a .yaml path)"]
     )
 
 
@@ -146,19 +147,82 @@ def parse(text: str, label: str) -> SweepSpec:
 def from_data(data: Any, label: str) -> SweepSpec:
     """Validate an already-parsed mapping (e.g. the spec stored in ``sweep.json`` for ``resume``).
 
-    Raises SpecError with one ``label: path: message`` line per problem, like ``parse``.
+    Raises SpecError with one ``label: path: message`` line per problem, like ``parse``. Every
+    problem is reported in one pass: pydantic stops at a field's first failing stage and runs the
+    cross-field rules only once every field is valid, so each round drops the fields that failed
+    (a bad ``space.scale`` then no longer hides an unknown ``space.normalizer``, nor a sampler
+    rule) and validates again, up to ``MAX_ROUNDS``. Problems a later round finds under a dropped
+    path are about defaults the user never wrote, and are not reported.
     """
     if not isinstance(data, dict):
         raise SpecError([f"{label}: expected a YAML mapping with at least `name`, got {show_value(data)}"])
     problem = _shape_problem(data)
     if problem:
         raise SpecError([f"{label}: {problem}"])
+    current = copy.deepcopy(data)
+    found: list[dict[str, Any]] = []
+    dropped: set[tuple] = set()
     try:
-        return SweepSpec.model_validate(data)
-    except ValidationError as e:
-        raise SpecError(_format_errors(label, e, order=list(data))) from None
+        for _ in range(MAX_ROUNDS):
+            try:
+                spec = SweepSpec.model_validate(current)
+            except ValidationError as e:
+                errors = [x for x in e.errors() if not _under(_clean_loc(x["loc"]), dropped)]
+                found += errors
+                paths = {_drop_path(_clean_loc(x["loc"]), current) for x in e.errors()} - dropped
+                if not paths:
+                    break
+                for path in paths:
+                    _drop(current, path)
+                dropped |= paths
+                continue
+            if not found:
+                return spec
+            break
     except RecursionError:
         raise SpecError([f"{label}: nested too deeply"]) from None
+    raise SpecError(_format_errors(label, found, order=list(data)))
+
+
+MAX_ROUNDS = 6
+"""Validation rounds of :func:`from_data` (each drops what failed); real files need 2 or 3."""
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """A pydantic location without its union tags: the path as the user wrote it."""
+    return tuple(x for x in loc if x not in UNION_TAGS and x != "[key]")
+
+
+def _under(loc: tuple, dropped: set[tuple]) -> bool:
+    return any(loc[: len(d)] == d for d in dropped)
+
+
+def _drop_path(loc: tuple, data: dict[str, Any]) -> tuple:
+    """What to remove so the next round can get past this error: the parameter, the field, the section."""
+    if not loc:
+        return ()
+    head = loc[0]
+    if head == "space" and isinstance(data.get("space"), list) and len(loc) >= 2:
+        return loc[:3]  # ("space", block, parameter), or ("space", block) for a block that is no mapping
+    if head in ("train", "space", *SECTIONS) and isinstance(data.get(head), dict) and len(loc) >= 2:
+        return loc[:2]
+    return loc[:1]
+
+
+def _drop(data: dict[str, Any], path: tuple) -> None:
+    if path == ("name",) or path == ():
+        data["name"] = "placeholder"  # required: keep validating the rest under a valid name
+        return
+    node: Any = data
+    for key in path[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+    elif isinstance(node, list) and isinstance(path[-1], int) and 0 <= path[-1] < len(node):
+        node[path[-1]] = {}  # an empty block in place: the other blocks keep their numbers
 
 
 def load(spec: str | Path | None) -> SweepSpec:
@@ -190,8 +254,7 @@ def _valid_keys(raw: tuple) -> list[str]:
 def _message(e: dict[str, Any]) -> str:
     kind, raw, given = e["type"], e["loc"], e.get("input")
     if kind == "extra_forbidden":
-        valid = _valid_keys(raw)
-        return "unknown key" + (f"; valid: {', '.join(valid)}" if valid else "")
+        return unknown("key", raw[-1], _valid_keys(raw), shown=False)
     if kind == "missing":
         return "required field is missing"
     if kind == "param_form":
@@ -230,18 +293,17 @@ _TYPE_WORDS = {
 }  # fmt: skip
 
 
-def _format_errors(label: str, err: ValidationError, order: list[Any] | None = None) -> list[str]:
+def _format_errors(label: str, errors: list[dict[str, Any]], order: list[Any] | None = None) -> list[str]:
     """One line per problem: ``label: path: message``, in the file's order of top-level keys.
 
     Pydantic's union tags are removed from paths; ``order`` (the file's top-level keys)
     sorts the lines, since pydantic lists unknown keys after every known field.
     """
     rank = {k: i for i, k in enumerate(order or []) if isinstance(k, (str, int))}
-    errors = sorted(err.errors(), key=lambda e: rank.get(e["loc"][0], len(rank)) if e["loc"] else -1)
+    errors = sorted(errors, key=lambda e: rank.get(e["loc"][0], len(rank)) if e["loc"] else -1)
     lines: list[str] = []
     for e in errors:
-        loc = [x for x in e["loc"] if x not in UNION_TAGS and x != "[key]"]
-        path = _path(loc)
+        path = _path(list(_clean_loc(e["loc"])))
         line = one_line(f"{label}: {path}: {_message(e)}" if path else f"{label}: {_message(e)}")
         if line not in lines:
             lines.append(line)

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sweeper.spec.fields import check_param, check_value, field_kinds, raise_errors
 from sweeper.spec.params import Param, Space, Strict, bounds_of, values_of
-from sweeper.spec.text import show_value
+from sweeper.spec.text import unknown
 
 MAX_GRID_POINTS = 100_000
 """Configurations a grid (or a union of blocks) may have; the paper's largest sweep has 82."""
@@ -45,7 +45,7 @@ class Objective(Strict):
         from trainers.metrics import METRICS
 
         if v not in METRICS:
-            raise ValueError(f"unknown metric {show_value(v)}; valid: {', '.join(METRICS)}")
+            raise ValueError(unknown("metric", v, METRICS))
         return v
 
 
@@ -60,7 +60,7 @@ class Search(Strict):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in SAMPLERS:
-            raise ValueError(f"unknown sampler {show_value(v)}; valid: {', '.join(SAMPLERS)}")
+            raise ValueError(unknown("sampler", v, SAMPLERS))
         return v
 
 
@@ -122,7 +122,7 @@ class SweepSpec(Strict):
             if key == "seed":
                 errors.append(((key,), "seeds are a replicate axis: use the top-level `seeds` list"))
             elif key not in fields:
-                errors.append(((key,), f"unknown config key; valid: {', '.join(sorted(fields))}"))
+                errors.append(((key,), unknown("config key", key, sorted(fields), shown=False)))
             else:
                 value, problems = check_value(key, value)
                 if problems:
@@ -147,7 +147,7 @@ class SweepSpec(Strict):
                         ((*where, key), "seeds are a replicate axis: use the top-level `seeds` list")
                     )
                 elif key not in fields:
-                    errors.append(((*where, key), f"unknown parameter; valid: {', '.join(sorted(fields))}"))
+                    errors.append(((*where, key), unknown("parameter", key, sorted(fields), shown=False)))
                 else:
                     p, problems = check_param(key, p)
                     if problems:

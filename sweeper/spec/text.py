@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -44,3 +46,29 @@ def key_text(k: Any) -> str:
     if isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", k):
         return k
     return show_value(k, 30)
+
+
+def unknown(what: str, given: Any, valid: Iterable[str], *, shown: bool = True) -> str:
+    """``unknown <what> 'x' (did you mean 'y'?); valid: a, b``: one wording for every catalogue.
+
+    Why one function: a typo in a key, a preset, a normalizer, a model, a dataset, a metric or a
+    sampler is the commonest user error; each deserves the nearest valid name, found the same way
+    (difflib, case-insensitive), and the full list to choose from. ``given`` may be a list of
+    several unknown values of the same catalogue (one message for all of them).
+    """
+    valid = [str(v) for v in valid]
+    lowered = {v.lower(): v for v in valid}
+
+    def one(x: Any) -> str:
+        close: list[str] = []
+        if isinstance(x, str) and x:
+            close = difflib.get_close_matches(x.lower(), list(lowered), n=1, cutoff=0.6)
+            starts = [v for v in lowered if v.startswith(x.lower())]
+            close = close or (starts if len(starts) == 1 else [])  # `gpus` -> gpus_per_trial
+        hint = f" (did you mean {show_value(lowered[close[0]])}?)" if close else ""
+        return (f"{show_value(x)}{hint}" if shown else hint.strip()).strip()
+
+    items = [one(x) for x in (given if isinstance(given, list) else [given])]
+    names = ", ".join(i for i in items if i)
+    listing = f"; valid: {', '.join(valid)}" if valid else ""
+    return f"unknown {what}{' ' + names if names else ''}{listing}"
