@@ -90,3 +90,47 @@ def test_informational_commands_succeed(cmd):
     result = invoke(*cmd)
     assert result.exit_code == 0, result.output
     assert result.output.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "demo", "--results-dir", "x"], ["--results-dir", "x", "run", "demo"]),
+        (["run", "demo", "--results-dir=x", "--debug"], ["--results-dir=x", "--debug", "run", "demo"]),
+        (
+            ["--debug", "validate", "demo", "--tracking-uri", "none"],
+            ["--debug", "--tracking-uri", "none", "validate", "demo"],
+        ),
+        # submit defines its own --address/--results-dir: they stay the command's
+        (
+            ["submit", "demo", "--address", "http://h:8265", "--debug"],
+            ["--debug", "submit", "demo", "--address", "http://h:8265"],
+        ),
+        (["submit", "demo", "--", "--results-dir", "x"], ["submit", "demo", "--", "--results-dir", "x"]),
+        (["--help"], ["--help"]),
+    ],
+)
+def test_global_options_before_or_after_the_command(argv: list[str], expected: list[str]):
+    from sweeper.cli.app import hoist_global_options
+
+    assert hoist_global_options(argv) == expected
+
+
+def test_global_option_after_the_command_takes_effect(tmp_path: Path, sweeper_env):
+    proc = subprocess.run(
+        [*sweeper_cmd(), "status", "--results-dir", str(tmp_path / "nowhere")],
+        cwd=tmp_path, env=sweeper_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and f"no sweeps under {tmp_path / 'nowhere'}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_version_names_the_code_and_its_dependencies(sweeper_env, tmp_path: Path):
+    import importlib.metadata as md
+
+    proc = subprocess.run([*sweeper_cmd(), "--version"], cwd=tmp_path, env=sweeper_env, capture_output=True, text=True)
+    first, deps = proc.stdout.splitlines()[:2]
+    assert proc.returncode == 0 and first.startswith(f"snsweep {md.version('snsweep')}")
+    for pkg in ("torch", "ray", "optuna", "mlflow"):
+        assert f"{pkg} {md.version(pkg)}" in deps
+    if (REPO / ".git").exists():
+        assert "(git " in first

@@ -8,6 +8,8 @@ trials failed than its ``allowed_failure_fraction``.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from sweeper.cli import browse, inspect, sweeps
@@ -33,8 +35,43 @@ app.command()(inspect.schema)
 app.command()(browse.ui)
 
 
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move global options written after the command to before it, where click expects them.
+
+    ``sweeper run demo --results-dir x`` then means ``sweeper --results-dir x run demo``. An option
+    the command defines itself (``submit --address``) stays the command's, and nothing after
+    ``--`` moves. Options and their arities come from the click objects, never a second list.
+    """
+    group = typer.main.get_command(app)
+    takes_value = {opt: not p.is_flag for p in group.params for opt in (*p.opts, *p.secondary_opts)}
+    i = 0
+    while i < len(argv) and argv[i] not in group.commands:  # global options before the command
+        i += 2 if takes_value.get(argv[i].split("=", 1)[0]) and "=" not in argv[i] else 1
+    if i >= len(argv):
+        return argv
+    own = {opt for p in group.commands[argv[i]].params for opt in (*p.opts, *p.secondary_opts)}
+    head, command, rest = argv[:i], argv[i], argv[i + 1 :]
+    moved: list[str] = []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        name = arg.split("=", 1)[0]
+        if arg == "--":
+            kept += rest[j:]
+            break
+        if name in takes_value and name not in own:
+            width = 2 if takes_value[name] and "=" not in arg else 1
+            moved += rest[j : j + width]
+            j += width
+            continue
+        kept.append(arg)
+        j += 1
+    return [*head, *moved, command, *kept]
+
+
 def main() -> None:
-    app()
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="sweeper")
 
 
 if __name__ == "__main__":

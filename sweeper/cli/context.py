@@ -23,6 +23,14 @@ def state(ctx: typer.Context) -> Globals:
     return ctx.obj
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sweeper.about import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 def main_options(
     ctx: typer.Context,
     results_dir: Annotated[Path, typer.Option(help="Where Parquet results and reports go.")] = Path("results"),
@@ -34,7 +42,12 @@ def main_options(
         str | None, typer.Option(help="Ray cluster address (default: start a local Ray on 127.0.0.1).")
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Show versions and the git commit."),
+    ] = False,
 ) -> None:
+    """Global options work before or after the command (``sweeper run demo --results-dir x``)."""
     ctx.obj = Globals(results_dir, tracking_uri, address or os.environ.get("SNSWEEP_RAY_ADDRESS"), debug)
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sweeper import results
+from sweeper import about, results
 from sweeper.run.storage import Storage
 from sweeper.spec import SweepSpec
 
@@ -21,21 +19,6 @@ def directions_for(metrics: list[str]) -> dict[str, str]:
 
 def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
     """sweep.json; ``mlflow_parent_run_id`` is filled in once the parent run exists (open_parent)."""
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("snsweep", "torch", "ray", "optuna", "mlflow", "pyarrow", "pydantic"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     return {
         "name": spec.name,
         "spec": spec.model_dump(mode="json"),
@@ -47,9 +30,9 @@ def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
             "selection": spec.objective.selection,
         },  # fmt: skip
         "trials": spec.n_trials,
-        "versions": versions,
+        "versions": about.versions(),
         "python": sys.version.split()[0],
-        "git_commit": commit,
+        "git_commit": about.git_commit(),
         "started_at": datetime.now(UTC).isoformat(),
         "tracking_uri": storage.tracking_uri,
         "artifact_root": str(storage.artifact_root.resolve()),
