@@ -134,3 +134,61 @@ def test_version_names_the_code_and_its_dependencies(sweeper_env, tmp_path: Path
         assert f"{pkg} {md.version(pkg)}" in deps
     if (REPO / ".git").exists():
         assert "(git " in first
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        ("garbage://x", "unsupported scheme 'garbage'"),
+        ("mlflow.db", "for a local file write sqlite:///mlflow.db"),
+        ("file:///tmp/mlruns", "MLflow 3 refuses file stores"),
+        ("sqlite://relative.db", "three slashes"),
+    ],
+)
+def test_unsupported_tracking_uri_is_a_user_error(tmp_path: Path, sweeper_env, uri: str, needle: str):
+    proc = subprocess.run(
+        [*sweeper_cmd(), "--results-dir", str(tmp_path / "res"), "run", "demo", "--tracking-uri", uri],
+        cwd=tmp_path, env=sweeper_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+    assert f"--tracking-uri {uri}" in proc.stderr or f"--tracking-uri '{uri}'" in proc.stderr
+    assert not (tmp_path / "res").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_resources_this_machine_cannot_give_are_refused_before_anything_starts(
+    tmp_path: Path, sweeper_env, command: str
+):
+    f = tmp_path / "big.yaml"
+    f.write_text("name: big\nresources: {cpus_per_trial: 1000, gpus_per_trial: 1}\n")
+    env = {**sweeper_env, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, whatever machine runs the test
+    proc = subprocess.run(
+        [*sweeper_cmd(), "--results-dir", str(tmp_path / "res"), command, str(f)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith("error: resources.gpus_per_trial: 1 GPU(s) per trial but this machine has 0")
+    assert lines[1].startswith("error: resources.cpus_per_trial: a trial needs 1000 CPUs but this machine has")
+    assert not (tmp_path / "res").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not list(Path(env["TMPDIR"]).glob("ray*")), "Ray was started"
+
+
+def test_capacity_rules():
+    from sweeper.run.capacity import Capacity, capacity_problems
+    from sweeper.spec import Resources
+
+    local = Capacity(cpus=8, gpus=1, where="this machine")
+    cluster = Capacity(cpus=64, gpus=1, where="the cluster", exact=False)
+    assert capacity_problems(Resources(cpus_per_trial=8, gpus_per_trial=1), local) == []
+    assert capacity_problems(Resources(cpus_per_trial=2, gpus_per_trial=0.5, workers=2), local) == []
+    assert len(capacity_problems(Resources(gpus_per_trial=1, workers=2), local)) == 1  # DDP needs 2 GPUs at once
+    assert capacity_problems(Resources(gpus_per_trial=1, workers=2), cluster) == []  # an autoscaler may add one
+    assert len(capacity_problems(Resources(gpus_per_trial=1), Capacity(64, 0, "the cluster", exact=False))) == 1
+    assert len(capacity_problems(Resources(cpus_per_trial=9), local)) == 1
+
+
+def test_infinite_resources_are_a_spec_error(tmp_path: Path):
+    f = tmp_path / "inf.yaml"
+    f.write_text("name: inf\nresources: {cpus_per_trial: .inf}\n")
+    _assert_user_error(invoke("validate", str(f)), "resources.cpus_per_trial: must be a finite number, got inf")

@@ -23,6 +23,13 @@ def validate(
         from sweeper import spec as specmod
 
         s = specmod.load(spec)
+        if not (g.address or os.environ.get("RAY_ADDRESS")):  # a cluster's capacity is checked when connected
+            from sweeper.errors import SweepError
+            from sweeper.run.capacity import capacity_problems, local_capacity
+
+            problems = capacity_problems(s.resources, local_capacity())
+            if problems:
+                raise SweepError(problems)
         summary = {
             "name": s.name,
             "trials": s.n_trials,

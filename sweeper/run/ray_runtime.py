@@ -33,20 +33,9 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
 
 
 def check_resources(spec: SweepSpec) -> None:
-    """A GPU request on a cluster without GPUs fails here, before any trial starts."""
-    import ray
+    """A request the connected cluster can never satisfy fails here, before any trial starts."""
+    from sweeper.run.capacity import capacity_problems, cluster_capacity
 
-    have = ray.cluster_resources()
-    need_gpu = spec.resources.gpus_per_trial * spec.resources.workers
-    if need_gpu > 0 and have.get("GPU", 0) < min(need_gpu, 1.0):
-        raise SweepError(
-            f"resources.gpus_per_trial: {spec.resources.gpus_per_trial} GPU(s) requested but the cluster has "
-            f"{int(have.get('GPU', 0))}; set gpus_per_trial: 0 or use a GPU cluster (an autoscaling cluster "
-            "must keep one GPU worker up, as cluster.yaml does)"
-        )
-    need_cpu = spec.resources.cpus_per_trial * spec.resources.workers
-    if have.get("CPU", 0) < need_cpu:
-        raise SweepError(
-            f"resources.cpus_per_trial: a trial needs {need_cpu} CPUs but the cluster has "
-            f"{have.get('CPU', 0):g}; lower cpus_per_trial"
-        )
+    problems = capacity_problems(spec.resources, cluster_capacity())
+    if problems:
+        raise SweepError(problems)

@@ -135,6 +135,12 @@ def run_sweep(
     dashboard: bool = False,
     progress: Callable[[str], None] = print,
 ) -> SweepOutcome:
+    if not (address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine must fit one trial
+        from sweeper.run.capacity import capacity_problems, local_capacity
+
+        problems = capacity_problems(spec.resources, local_capacity(num_cpus))
+        if problems:
+            raise SweepError(problems)
     from ray import tune
 
     from sweeper.run.packing import run_pack_trial

@@ -54,7 +54,7 @@ class Search(Strict):
     seed: Annotated[int, Field(ge=0, lt=SEED_LIMIT)] = 0
     trials: Annotated[int, Field(ge=1, le=1_000_000)] = 8
     """Configurations to sample (each runs once per seed); ignored by ``grid``."""
-    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    time_budget_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @field_validator("sampler")
     @classmethod
@@ -68,13 +68,13 @@ class Scheduler(Strict):
     type: Literal["fifo", "asha"] = "fifo"
     grace_period: Annotated[int, Field(ge=1)] = 1
     """ASHA: evaluations a trial gets before it may be stopped."""
-    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 3.0
     stop_on_divergence: bool = True
 
 
 class Resources(Strict):
-    cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
-    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
+    cpus_per_trial: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     workers: Annotated[int, Field(ge=1)] = 1
     """DDP workers per trial (multi-GPU trials)."""
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
