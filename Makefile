@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -c .ci/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
