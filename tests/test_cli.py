@@ -192,3 +192,22 @@ def test_infinite_resources_are_a_spec_error(tmp_path: Path):
     f = tmp_path / "inf.yaml"
     f.write_text("name: inf\nresources: {cpus_per_trial: .inf}\n")
     _assert_user_error(invoke("validate", str(f)), "resources.cpus_per_trial: must be a finite number, got inf")
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("127.0.0.1:1", "cannot connect (Connection refused)"),
+        ("ray://127.0.0.1:10001", "Ray Client (ray://) is not supported"),
+        ("http://127.0.0.1:8265", "is a dashboard URL: `sweeper submit SPEC --address http://127.0.0.1:8265`"),
+        ("127.0.0.1:port", "expected HOST:PORT with a port number"),
+    ],
+)
+def test_unreachable_address_fails_at_once_naming_it(tmp_path: Path, sweeper_env, address: str, needle: str):
+    proc = subprocess.run(
+        [*sweeper_cmd(), "--results-dir", str(tmp_path / "res"), "run", "demo", "--address", address],
+        cwd=tmp_path, env=sweeper_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: --address {address}") and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "res").exists() and not (tmp_path / "mlflow.db").exists()

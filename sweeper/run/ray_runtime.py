@@ -4,9 +4,47 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from sweeper.errors import SweepError
 from sweeper.spec import SweepSpec
+
+PROBE_TIMEOUT_S = 5.0
+"""How long ``probe_address`` waits for the head's GCS port (Ray itself would retry for minutes)."""
+
+
+def probe_address(address: str) -> None:
+    """Fail at once, naming the address, when ``--address`` cannot be a reachable Ray cluster.
+
+    Why before ``ray.init``: with a wrong host or port, Ray retries the GCS connection for over a
+    minute and prints warnings meanwhile. ``auto`` (the cluster of this machine or of a Ray Job) is
+    left to Ray, which answers quickly when there is none.
+    """
+    if address == "auto":
+        return
+    if address.startswith(("http://", "https://")):
+        raise SweepError(
+            f"--address {address} is a dashboard URL: `sweeper submit SPEC --address {address}` runs a sweep "
+            "there as a Ray Job; `sweeper run --address` takes the head's GCS address (HEAD:6379)"
+        )
+    if "://" in address:
+        raise SweepError(
+            f"--address {address}: only HEAD:PORT (the GCS, default port 6379) or auto; Ray Client (ray://) "
+            "is not supported, submit a Ray Job instead (`sweeper submit`)"
+        )
+    host, _, port_text = address.rpartition(":") if ":" in address else (address, "", "6379")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SweepError(f"--address {address}: expected HOST:PORT with a port number, e.g. 10.0.0.5:6379")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as e:
+        timed_out = isinstance(e, TimeoutError)
+        reason = f"no answer in {PROBE_TIMEOUT_S:g} s" if timed_out else e.strerror or type(e).__name__
+        raise SweepError(
+            f"--address {address}: cannot connect ({reason}); is the cluster's head up and is this its GCS "
+            "port (ray start --head prints it)?"
+        ) from None
 
 
 def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:

@@ -22,7 +22,7 @@ from sweeper import results
 from sweeper.errors import SweepError
 from sweeper.run.meta import directions_for, sweep_meta
 from sweeper.run.parent_run import in_background, open_tracking, preload_in_background, reopen_parent
-from sweeper.run.ray_runtime import check_resources, start_ray
+from sweeper.run.ray_runtime import check_resources, probe_address, start_ray
 from sweeper.run.reporting import TrialContext
 from sweeper.run.search import make_pack_searcher, make_scheduler, make_searcher
 from sweeper.run.storage import Storage
@@ -135,7 +135,9 @@ def run_sweep(
     dashboard: bool = False,
     progress: Callable[[str], None] = print,
 ) -> SweepOutcome:
-    if not (address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine must fit one trial
+    if address or os.environ.get("RAY_ADDRESS"):
+        probe_address(address or os.environ["RAY_ADDRESS"])  # seconds, not Ray's minute of retries
+    else:  # a local Ray: this machine must fit one trial
         from sweeper.run.capacity import capacity_problems, local_capacity
 
         problems = capacity_problems(spec.resources, local_capacity(num_cpus))
