@@ -102,14 +102,10 @@ def test_cifar10_scale_grid() -> None:
     assert s.seeds == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize(
-    ("name", "resolution", "iterations"), [("stl10", 48, 800_000), ("celeba", 64, 400_000)]
-)
+@pytest.mark.parametrize(("name", "resolution", "iterations"), [("stl10", 48, 800_000), ("celeba", 64, 400_000)])
 def test_stl10_celeba_scale_grids(name: str, resolution: int, iterations: int) -> None:
     pts = _points(f"{name}-scale")
-    assert {(p["normalizer"], p["scale"]) for p in pts} == {
-        (n, c) for n in ("sn", "bsn") for c in SMALL_SCALES
-    }
+    assert {(p["normalizer"], p["scale"]) for p in pts} == {(n, c) for n in ("sn", "bsn") for c in SMALL_SCALES}
     assert {(p["dataset"], p["resolution"], p["iterations"]) for p in pts} == {(name, resolution, iterations)}
     assert {tuple(p["metrics"]) for p in pts} == {("fid",) if name == "celeba" else ("is", "fid")}
 
@@ -127,9 +123,7 @@ def test_optim_presets_have_the_five_settings(dataset: str) -> None:
 
 def test_imagenet_resnet() -> None:
     pts = _points("imagenet-resnet")
-    assert {(p["normalizer"], p["scale"]) for p in pts} == {
-        (n, c) for n in ("sn", "bsn") for c in (1.0, 1.2, 1.4, 1.6)
-    }
+    assert {(p["normalizer"], p["scale"]) for p in pts} == {(n, c) for n in ("sn", "bsn") for c in (1.0, 1.2, 1.4, 1.6)}
     p = pts[0]
     assert (p["model"], p["dataset"], p["resolution"], p["iterations"]) == (
         "sngan_resnet",
@@ -198,7 +192,7 @@ def test_presets_command_lists_them_all() -> None:
 
 
 def test_validate_json_for_a_preset() -> None:
-    result = runner.invoke(app, ["validate", "cifar10-scale", "--json"])
+    result = runner.invoke(app, ["validate", "cifar10-scale", "--json", "--no-data"])  # a GPU sweep, on a laptop
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["name"] == "cifar10-scale" and summary["trials"] == 230
@@ -210,3 +204,12 @@ def test_iteration_totals() -> None:
     assert specmod.load("stl10-optim").n_iterations == (8 * 800_000 + 2 * 400_000) * 5
     assert specmod.load("cifar10-scale").n_iterations == 230 * 400_000
     assert specmod.load("demo").n_iterations == 12 * 240
+
+
+def test_validate_checks_this_machine_unless_no_data(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, whatever machine runs the test
+    result = runner.invoke(app, ["validate", "cifar10-scale"])
+    assert (
+        result.exit_code == 2 and "resources.gpus_per_trial: 1 GPU(s) per trial but this machine has 0" in result.output
+    )
+    assert runner.invoke(app, ["validate", "cifar10-scale", "--no-data"]).exit_code == 0

@@ -15,6 +15,10 @@ def validate(
     ctx: typer.Context,
     spec: Annotated[str, typer.Argument(help="A sweep YAML file or a preset name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    no_data: Annotated[
+        bool,
+        typer.Option("--no-data", help="Skip the checks of where it runs (data files, this machine's CPUs/GPUs)."),
+    ] = False,
 ) -> None:
     """Check a sweep file without running it: trials, parameters, resources, problems."""
     g = state(ctx)
@@ -23,7 +27,7 @@ def validate(
         from sweeper import spec as specmod
 
         s = specmod.load(spec)
-        if not (g.address or os.environ.get("RAY_ADDRESS")):  # a cluster's capacity is checked when connected
+        if not no_data and not (g.address or os.environ.get("RAY_ADDRESS")):  # a cluster's: when connected
             from sweeper.errors import SweepError
             from sweeper.run.capacity import capacity_problems, local_capacity
 
