@@ -9,20 +9,17 @@ import numpy as np
 import pandas as pd
 
 from sweeper.analysis.common import (
-    PREPARED,
     STATUSES,
     direction_of,
     format_mean_sem,
     format_scale,
     group_ids,
     key_frame,
-    latest_attempts,
     metric_names,
     replicate_key,
-    setting_columns,
-    setting_labels,
 )
 from sweeper.analysis.scales import best_scales, scale_table
+from sweeper.analysis.settings import latest_attempts, setting_columns, setting_labels
 
 _ROWS_TABLE1 = (("SN", "sn", "one"), ("SSN", "sn", "best"), ("BSN", "bsn", "one"), ("BSSN", "bsn", "best"))
 
@@ -99,15 +96,17 @@ def failure_table(
 # --------------------------------------------------------------------------------------------------
 # Table 1
 # --------------------------------------------------------------------------------------------------
-def _table1_settings(df: pd.DataFrame, pair_keys: list[str]) -> pd.DataFrame:
-    """Per dataset, the SN/BSN setting that is the scale sweep: the most scales run with >= 2 seeds,
-    then the most scales, then the most rows.
+def scale_sweep_settings(
+    df: pd.DataFrame, pair_keys: list[str], normalizers: Sequence[str] | None = ("sn", "bsn")
+) -> pd.DataFrame:
+    """Per dataset, the setting that is the scale sweep: the most scales run with >= 2 seeds, then
+    the most scales, then the most rows (rows of ``normalizers`` only; None = every normalizer).
 
     Why: the paper's scale sweeps live at one default setting (lr 1e-4/1e-4, β (0.5, 0.999),
     n_dis 1) with 5 seeds per scale; other settings usually ran only c = 1, and a random-search
     block with one seed per scale would turn "best scale" into "luckiest seed".
     """
-    sub = df[df["normalizer"].isin(["sn", "bsn"])]
+    sub = df if normalizers is None else df[df["normalizer"].isin(list(normalizers))]
     if sub.empty:
         return sub.iloc[0:0]
     gid = group_ids(sub, pair_keys)
@@ -137,7 +136,7 @@ def table1_values(
 
     SN = ``sn`` at c = 1, SSN = ``sn`` at its best scale, BSN = ``bsn`` at c = 1, BSSN = ``bsn``
     at its best scale, each best scale chosen separately per metric (paper §5). Per dataset the
-    setting is the SN/BSN scale sweep (see :func:`_table1_settings`); mean/sem NaN when a cell was
+    setting is the SN/BSN scale sweep (see :func:`scale_sweep_settings`); mean/sem NaN when a cell was
     not run (e.g. c = 1 missing).
     """
     df = latest_attempts(trials)
@@ -145,12 +144,12 @@ def table1_values(
     cols = ["dataset", "metric", "direction", "row", "normalizer", "scale", "mean", "sem", "n", "setting"]
     keys = setting_columns(df)
     pair_keys = [k for k in keys if k != "normalizer"]
-    chosen = _table1_settings(df, pair_keys)
+    chosen = scale_sweep_settings(df, pair_keys)
     if chosen.empty or not metrics:
         return pd.DataFrame(columns=cols)
     sub = df.merge(chosen[pair_keys], on=pair_keys, how="inner")
     sub = sub[sub["normalizer"].isin(["sn", "bsn"])]
-    sub.attrs[PREPARED] = True
+    sub.attrs.update(df.attrs)  # still prepared: same latest attempts, same setting key
     label = setting_labels(chosen, pair_keys)
     label_by_ds = dict(zip(chosen["dataset"], label, strict=True))
     rows = []
