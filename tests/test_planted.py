@@ -60,6 +60,7 @@ def test_the_decoys_are_seen_through(rows: pd.DataFrame) -> None:
         assert lucky["mean"] == 15.0 < best.loc[("bsn", sel), "mean"]
         assert 4.0 in best.loc[("bsn", sel), "excluded_scales"]
     assert st["final"].loc[("sn", 10.0), "n"] == 0  # the failed trial's FID 5 never counts
+    assert list(best.loc[("sn", "final"), "excluded_scales"]) == [5.0, 10.0]  # 3 of 5 and 5 of 5 lost
     assert st["best"].loc[("sn", 10.0), "n_failed"] == 1 and st["best"].loc[("sn", 10.0), "n"] == 4
     retried = st["final"].loc[("bsn", 1.0)]  # attempt 2 replaces the failed attempt 1 (FID 12)
     assert retried["n"] == 5 and retried["n_failed"] == 0 and min(retried["values"]) > 20

@@ -256,7 +256,7 @@ def _analyse_group(g: dict[str, np.ndarray], sign: float, alpha: float, n_boot: 
     res: dict[str, Any] = {
         "best_scale": np.nan, "mean": np.nan, "sem": np.nan, "std": np.nan, "n_seeds": 0, "n_run": 0,
         "n_lost": 0, "n_diverged": 0, "n_failed": 0,
-        "excluded_scales": [float(x) for x in scales[valid & ~cand]],
+        "excluded_scales": [float(x) for x in scales[(valid & ~cand) | ((n == 0) & (g["n_run"] > 0))]],
         "good_scales": [], "n_good": 0, "good_rule": "no data", "modes": [], "n_modes": 0,
         "repeat_rate": np.nan, "scales": [float(x) for x in scales],
         "pick_rates": [float("nan")] * len(scales), "n_scales": int(valid.sum()), "best_trial_ids": [],
@@ -319,7 +319,8 @@ def best_scales(
     ``best_scale`` (argmax/argmin of the mean among scales allowed by :data:`SURVIVOR_RULE`; ties
     → smaller scale), ``mean``, ``sem``, ``std``, ``n_seeds`` (counted seeds at the best scale),
     ``n_run``/``n_lost``/``n_diverged``/``n_failed`` (seeds run, lost, diverged, failed there),
-    ``excluded_scales`` (scales with values that the survivorship rule excludes), ``good_scales``
+    ``excluded_scales`` (scales run but excluded by the survivorship rule, including those where
+    every seed was lost), ``good_scales``
     (see :data:`GOOD_SCALE_RULE`), ``n_good``, ``good_rule``, ``modes`` (list of [lo, hi] runs of
     good scales; >1 = multimodal like paper Fig. 8), ``n_modes``, ``repeat_rate`` (see
     :data:`REPEAT_RULE`; B=``n_boot``, seeded by ``seed`` so reports are reproducible), ``scales``

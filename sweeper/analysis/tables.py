@@ -141,7 +141,7 @@ def table1_values(
     """
     df = latest_attempts(trials)
     metrics = list(metrics) if metrics is not None else metric_names(df)
-    cols = ["dataset", "metric", "direction", "row", "normalizer", "scale", "mean", "sem", "n", "setting"]
+    cols = ["dataset", "metric", "direction", "row", "normalizer", "scale", "mean", "sem", "n", "n_run", "setting"]
     keys = setting_columns(df)
     pair_keys = [k for k in keys if k != "normalizer"]
     chosen = scale_sweep_settings(df, pair_keys)
@@ -160,7 +160,7 @@ def table1_values(
         for ds in chosen["dataset"]:
             for row_name, norm, which in _ROWS_TABLE1:
                 mean = sem = scale = np.nan
-                n = 0
+                n = n_run = 0
                 if which == "one":
                     hit = st[
                         (st["dataset"] == ds) & (st["normalizer"] == norm) & np.isclose(st["scale"], 1.0)
@@ -169,6 +169,7 @@ def table1_values(
                     if len(hit):
                         h = hit.iloc[0]
                         mean, sem, n, scale = float(h["mean"]), float(h["sem"]), int(h["n"]), 1.0
+                        n_run = int(h["n_run"])
                 else:
                     hit = bs[(bs["dataset"] == ds) & (bs["normalizer"] == norm) & (bs["n_seeds"] > 0)]
                     if len(hit):
@@ -179,6 +180,7 @@ def table1_values(
                             int(h["n_seeds"]),
                             h["best_scale"],
                         )
+                        n_run = int(h["n_run"])
                 rows.append(
                     {
                         "dataset": ds,
@@ -190,6 +192,7 @@ def table1_values(
                         "mean": mean,
                         "sem": sem,
                         "n": n,
+                        "n_run": n_run,
                         "setting": label_by_ds.get(ds, ""),
                     }
                 )
@@ -207,7 +210,8 @@ def table1(
 ) -> pd.DataFrame:
     """Paper Table 1 layout: rows SN, SSN, BSN, BSSN; one column per "dataset metric ↑/↓".
 
-    Cells are ``"mean ± sem (c=…)"``; ``"n/a"`` where the cell was not run (e.g. no c = 1 run).
+    Cells are ``"mean ± sem (c=…)"``, with ``"k of n seeds"`` where seeds were lost at that scale;
+    ``"n/a"`` where the cell was not run (e.g. no c = 1 run).
     With ``bold_best`` the best mean per column is wrapped in ``**`` (Markdown bold), as the paper
     bolds the best per column. Columns where every cell is n/a are dropped. ``values`` may pass a
     precomputed :func:`table1_values` result.
@@ -243,7 +247,8 @@ def table1(
             txt = format_mean_sem(row["mean"], row["sem"])
             if bold_best and float(row["mean"]) == best_val:
                 txt = f"**{txt}**"
-            extra = f", n={int(row['n'])}" if int(row["n"]) < 2 else ""
+            n, n_run = int(row["n"]), int(row.get("n_run", row["n"]) or row["n"])
+            extra = f", {n} of {n_run} seeds" if n_run > n else (f", n={n}" if n < 2 else "")
             cells.append(f"{txt} (c={format_scale(row['scale'])}{extra})")
         out[f"{ds} {metric} {arrow}"] = cells
     return pd.DataFrame(out, index=pd.Index(index, name="method"))
