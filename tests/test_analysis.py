@@ -26,7 +26,7 @@ UNIMODAL = {
 }
 # Two separate plateaus (paper Fig. 8 style): 0.7–0.8 and 2.0–2.4.
 BIMODAL = {0.7: 0.90, 0.8: 0.90, 1.0: 0.50, 1.2: 0.30, 1.6: 0.50, 2.0: 0.90, 2.4: 0.90, 3.0: 0.60}
-# One clear peak, for P(best).
+# One clear peak, for the repeat rate.
 PEAKED = {0.7: 0.6, 1.0: 0.7, 1.4: 0.9, 2.0: 0.75, 3.0: 0.5}
 
 
@@ -292,6 +292,8 @@ def test_heldout_difference_by_hand() -> None:
     half = stats.t.ppf(0.975, 2) * raw.std(ddof=1) / np.sqrt(3)
     assert (h["raw_ci_low"], h["raw_ci_high"]) == pytest.approx((raw.mean() - half, raw.mean() + half))
     assert (h["a_scale"], h["b_scale"], h["n_pairs"], h["n_missing"]) == (1.0, 1.0, 3, 0)
+    nan_key = an.heldout_difference(_frame(vals, lr_d=np.nan), "fid", "final", directions={"fid": "min"})
+    assert nan_key["raw_diff"].tolist() == [h["raw_diff"]]  # a NaN in the setting key still pairs
 
 
 def test_heldout_removes_the_winners_curse_of_more_scales() -> None:

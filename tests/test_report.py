@@ -269,4 +269,5 @@ def test_headline_says_when_no_scale_can_be_best(tmp_path: Path) -> None:
     assert "  best scale for sn: none (every scale lost more than half of its seeds)" in lines
     assert not any("c = " in line or "bsn - sn" in line for line in lines)
     report.write_report(trials.iloc[0:0], None, tmp_path / "empty")
-    assert analysis.headline_lines(analysis.read_headline(tmp_path / "empty"))[0].startswith("no headline")
+    assert analysis.report_headline_lines(tmp_path / "empty")[0].startswith("no headline")
+    assert analysis.report_headline_lines(tmp_path / "nowhere") == []  # never raises at the end of a sweep

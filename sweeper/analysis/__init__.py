@@ -30,7 +30,7 @@ from sweeper.analysis.compare import (
     paired_difference,
     seed_warnings,
 )
-from sweeper.analysis.headline import headline, headline_lines, read_headline
+from sweeper.analysis.headline import headline, headline_lines, read_headline, report_headline_lines
 from sweeper.analysis.report import pick_primary_metric, write_report
 from sweeper.analysis.scales import (
     GOOD_SCALE_RULE,
@@ -81,6 +81,7 @@ __all__ = [
     "per_seed_values",
     "pick_primary_metric",
     "read_headline",
+    "report_headline_lines",
     "resolve_directions",
     "scale_table",
     "seed_warnings",

@@ -181,16 +181,21 @@ HELDOUT_COLUMNS = [
 ]  # fmt: skip
 
 
+def _keys_of(frame: pd.DataFrame, keys: list[str]) -> list[tuple]:
+    """Setting keys as hashable tuples; NaN becomes None so that equal settings get equal keys."""
+    return [tuple(None if isinstance(x, float) and math.isnan(x) else x for x in row)
+            for row in frame[keys].itertuples(index=False, name=None)]  # fmt: skip
+
+
 def _side_tables(df: pd.DataFrame, ps: pd.DataFrame, keys: list[str]) -> tuple[dict, dict]:
     """Per (setting incl. normalizer): {scale: set of seeds run} and {scale: {seed: value}}."""
     runs: dict[tuple, dict[float, set]] = {}
     rep = replicate_key(df).to_numpy()
-    key_vals = df[keys].itertuples(index=False, name=None)
-    for k, c, r in zip(key_vals, df["scale"].to_numpy(dtype=float), rep, strict=True):
+    for k, c, r in zip(_keys_of(df, keys), df["scale"].to_numpy(dtype=float), rep, strict=True):
         runs.setdefault(k, {}).setdefault(float(c), set()).add(r)
     vals: dict[tuple, dict[float, dict]] = {}
-    for k, c, r, v in zip(ps[keys].itertuples(index=False, name=None), ps["scale"].to_numpy(dtype=float),
-                          ps["seed"].to_numpy(), ps["value"].to_numpy(dtype=float), strict=True):  # fmt: skip
+    for k, c, r, v in zip(_keys_of(ps, keys), ps["scale"].to_numpy(dtype=float), ps["seed"].to_numpy(),
+                          ps["value"].to_numpy(dtype=float), strict=True):  # fmt: skip
         vals.setdefault(k, {}).setdefault(float(c), {})[r] = v
     return runs, vals
 
@@ -237,8 +242,7 @@ def heldout_difference(
     runs, vals = _side_tables(df, ps, keys)
     ni = keys.index("normalizer")
     labels = setting_labels(df, pair_keys)
-    label_of = {tuple(r): lab for r, lab in zip(df[pair_keys].itertuples(index=False, name=None), labels,
-                                                 strict=True)}  # fmt: skip
+    label_of = dict(zip(_keys_of(df, pair_keys), labels, strict=True))
     rows = []
     for pk in sorted({k[:ni] + k[ni + 1 :] for k in runs}, key=repr):
         ka, kb = pk[:ni] + (a,) + pk[ni:], pk[:ni] + (b,) + pk[ni:]
@@ -269,7 +273,7 @@ def heldout_difference(
         mean, sem, half, p = _t_interval(d, confidence)
         nz = d[d != 0]
         lo, hi = mean - half, mean + half
-        row = dict(zip(pair_keys, pk, strict=True))
+        row = {k: (np.nan if v is None else v) for k, v in zip(pair_keys, pk, strict=True)}
         row.update(
             setting=label_of.get(pk, ""), metric=metric, selection=selection, direction=direction, a=a, b=b,
             a_scale=float("nan") if full_a is None else full_a, b_scale=float("nan") if full_b is None else full_b,

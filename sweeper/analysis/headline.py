@@ -268,3 +268,15 @@ def read_headline(path: Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "headline.json"
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def report_headline_lines(report_dir: Path) -> list[str]:
+    """What ``sweeper run`` prints at the end: the headline lines of the report in ``report_dir``.
+
+    Never raises: a report without a readable ``headline.json`` (an older report, a failed write)
+    gives no lines, because a missing summary must not turn a finished sweep into an error.
+    """
+    try:
+        return headline_lines(read_headline(report_dir))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
