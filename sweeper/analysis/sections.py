@@ -155,7 +155,8 @@ def table1_section(doc: Doc, df: pd.DataFrame, metrics: list[str], dirs: Mapping
     doc.heading("Table 1 layout (SN, SSN, BSN, BSSN)", 2)
     doc.text(
         "SN/BSN = scale c = 1; SSN/BSSN = the best scale, chosen separately per metric on the same runs "
-        "(paper §5). Cells: mean ± SE over seeds (c = scale); **bold** = best in column; n/a = not run."
+        "(paper §5), among scales that lost at most half of their seeds. Cells: mean ± SE over seeds "
+        "(c = scale; “k of n seeds” where seeds were lost there); **bold** = best in column; n/a = not run."
     )
     for sel in SELECTIONS:
         vals = table1_values(df, metrics, sel, dirs)
