@@ -24,13 +24,31 @@ def dense_operator(layer: nn.Module, w: torch.Tensor, hw: tuple[int, int]) -> np
 
 
 def trial_row(tid: str, norm: str, c: float, seed: int, **columns: Any) -> dict[str, Any]:
-    """One v1 trial row at the paper's default setting; ``columns`` add metrics and override the rest."""
-    row: dict[str, Any] = {
-        "sweep": "t", "trial_id": tid, "attempt": 0, "status": "completed", "error": None,
-        "dataset": "cifar10", "model": "cnn32", "normalizer": norm, "scale": float(c),
-        "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_dis": 1, "batch_size": 64,
-        "seed": seed, "iterations": 1000, "wall_seconds": 10.0, "started_at": "2025-01-01T00:00:00",
-        "finished_at": "2025-01-01T00:00:10", "host": "h", "mlflow_run_id": "r", "config_json": "{}",
-    }  # fmt: skip
-    row.update(columns)
+    """One trial row with every column the recorder writes (``sweeper.run.rows.summary_row``).
+
+    The paper's default setting; keyword arguments that are TrainConfig fields change the
+    configuration (so ``config_json`` agrees with the columns), ``status``/``error``/``attempt``
+    and anything else (metric columns such as ``final_fid``) go into the row as given. As in real
+    sweeps, a trial that did not complete stopped early: its ``steps_done`` is below ``iterations``.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from sweeper.run.rows import summary_row
+    from trainers.config import TrainConfig
+
+    fields = set(TrainConfig.field_names())
+    config = {"dataset": "cifar10", "model": "cnn32", "normalizer": norm, "scale": float(c), "seed": seed,
+              "iterations": 1000, "metrics": ["fid"]}  # fmt: skip
+    config.update({k: v for k, v in columns.items() if k in fields})
+    rest = {k: v for k, v in columns.items() if k not in fields}
+    status = rest.pop("status", "completed")
+    cfg = TrainConfig(**config)
+    steps = cfg.iterations if status == "completed" else cfg.iterations // 2
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=abs(hash(tid)) % 10_000)
+    row = summary_row(
+        sweep="t", trial_id=tid, attempt=rest.pop("attempt", 1), status=status, error=rest.pop("error", None),
+        params={**cfg.to_dict(), "loss": cfg.resolved_loss}, history=[], last={"step": steps, "hostname": "h"},
+        metrics=[], directions={}, started=start, finished=start + timedelta(seconds=10), run_id=f"r-{tid}",
+    )  # fmt: skip
+    row.update(rest)
     return row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,41 @@ def test_planted_nan_ends_run_as_diverged_with_its_step():
     assert result.step == 5
     assert "step 5" in result.error
     assert reports[-1].done and reports[-1].status == "diverged"
+    # evaluated where it stopped: G is NaN now, so the metric is NaN (not missing, not an error)
+    assert math.isnan(reports[-1].metrics["mode_coverage"]) and result.history[-1]["step"] == 5
+
+
+def test_a_run_stopped_on_a_finite_loss_is_evaluated_at_that_step():
+    """The explicit finite stop (scheduler.stop_on_divergence) still ends the run, and its row says how
+    good G was when it stopped."""
+    t = Trainer(tiny(iterations=20, divergence_threshold=0.5, diagnostics=True))  # hinge |loss| ~ 2 at once
+    reports = []
+    result = t.run(reports.append)
+    assert result.status == "diverged" and result.step == 1 and "threshold 0.5" in result.error
+    last = reports[-1]
+    assert last.done and last.status == "diverged" and 0.0 <= last.metrics["mode_coverage"] <= 1.0
+    assert result.final["mode_coverage"] == last.metrics["mode_coverage"] == result.best["mode_coverage"]
+    assert not any(k.startswith(("grad_norm/", "sigma")) for k in last.metrics)  # no diagnostics of a broken D
+
+
+def test_the_paper_is_protocol_uses_its_own_sample_count_and_splits():
+    """IS over is_samples generated images in is_splits splits, FID over eval_samples (paper: 50k / 10 vs 10k)."""
+    from trainers.metrics import evaluation_facts, features, fid
+
+    cfg = tiny(resolution=8, metrics=["is_small", "fid_small"], eval_samples=16, is_samples=40, is_splits=4,
+               iterations=1, eval_every=1, n_dis=1)  # fmt: skip
+    t = Trainer(cfg)
+    assert t.eval_z.shape[0] == 40
+    got = t.evaluate()
+    samples = t.generate(t.eval_z)
+    ext = features.small()
+    _, logits = ext.extract(samples)
+    want, _ = fid.inception_score(fid.softmax(logits[:40]), 4)
+    assert got["is_small"] == pytest.approx(want, rel=1e-12)
+    assert evaluation_facts(cfg) == {"eval_samples": 16, "eval_real_samples": 16, "is_samples": 40, "is_splits": 4,
+                                     "feature_extractor": "seeded-small-v1"}  # fmt: skip
+    with pytest.raises(ConfigError, match="needs 40 generated samples"):
+        t.evaluate_samples(samples[:16])
 
 
 def test_resume_refuses_a_changed_config(tmp_path: Path):

@@ -74,6 +74,10 @@ def test_preset_header_names_what_it_reproduces(name: str) -> None:
     assert s.resources.gpus_per_trial == 1 and s.train["device"] == "cuda"
     assert s.train["inception_weights"].endswith("pt_inception-2015-12-05-6726825d.pth")
     assert s.train["eval_every"] == 10_000 and s.train["eval_real_samples"] == 5_000
+    # every cell trains to the end unless its loss is NaN/Inf (the large-c runs of App. P.1)
+    assert s.scheduler.stop_on_divergence is False and "divergence_threshold" not in s.train
+    if "is" in s.train_metrics:  # the paper's IS protocol: 50k generated images, 10 splits of 5k
+        assert (s.train["is_samples"], s.train["is_splits"], s.train["eval_samples"]) == (50_000, 10, 10_000)
 
 
 def _points(name: str) -> list[dict]:
@@ -213,3 +217,23 @@ def test_validate_checks_this_machine_unless_no_data(monkeypatch) -> None:
         result.exit_code == 2 and "resources.gpus_per_trial: 1 GPU(s) per trial but this machine has 0" in result.output
     )
     assert runner.invoke(app, ["validate", "cifar10-scale", "--no-data"]).exit_code == 0
+
+
+def test_paper_presets_leave_large_scales_running() -> None:
+    """The sweep hands trials an infinite threshold: only NaN/Inf stop a c = 10 run (|loss| ~ 3e6 at step 2)."""
+    from sweeper.run.sweep import fixed_and_context
+
+    for name in sorted(set(EXPECTED_TRIALS) - {"demo"}):
+        fixed, _ = fixed_and_context(specmod.load(name), 1)
+        assert fixed["divergence_threshold"] == float("inf"), name
+
+
+def test_a_finite_threshold_needs_stop_on_divergence() -> None:
+    stop = "  device: cuda\n  divergence_threshold: 1.0e+4\n"
+    text = specmod.preset_text("cifar10-scale").replace("  device: cuda\n", stop)
+    with pytest.raises(specmod.SpecError, match=r"train.divergence_threshold: has no effect while `scheduler"):
+        specmod.parse(text, "t")
+    on = specmod.parse(text.replace("stop_on_divergence: false", "stop_on_divergence: true"), "t")
+    from sweeper.run.sweep import fixed_and_context
+
+    assert fixed_and_context(on, 1)[0]["divergence_threshold"] == 1e4  # the explicit option still works

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import trial_row
 
+from sweeper import analysis
 from sweeper.analysis import report
 
 REQUIRED = [
@@ -24,7 +26,9 @@ REQUIRED = [
     "sem",
     "n_seeds",
     "good_scales",
-    "p_best",
+    "repeat_rate",
+    "n_lost",
+    "in_headline",
     "modes",
 ]
 SCALES = [0.7, 1.0, 1.4, 2.0]
@@ -216,3 +220,54 @@ def test_rerun_replaces_stale_figures(tmp_path: Path) -> None:
     trials, _ = make_sweep(seeds=2, with_lr_sweep=False)
     report.write_report(trials, None, tmp_path)
     assert not (tmp_path / "figures" / "old.png").exists()
+
+
+def _with_reference(trials: pd.DataFrame) -> pd.DataFrame:
+    """Add `none` (no normalization: one scale, a reference row) at the scale-sweep setting."""
+    rng = np.random.default_rng(7)
+    rows = [_row(f"none-{s}", "none", 1.0, s, 0.5 + rng.normal(0, 0.01)) for s in range(5)]
+    return pd.concat([trials, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_headline_opens_the_report_and_matches_best_scales(tmp_path: Path) -> None:
+    trials, curves = make_sweep()
+    trials = _with_reference(trials)
+    md = report.write_report(trials, curves, tmp_path, primary_metric="mode_coverage").read_text()
+    _assert_clean(md)
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Headline"  # the first screen answers the question
+    head = json.loads((tmp_path / "headline.json").read_text())
+    assert head == analysis.read_headline(tmp_path)
+    (block,) = head["blocks"]
+    assert block["setting"] == "lr 1e-4/1e-4, β (0.5, 0.999), n_dis 1"  # the scale sweep, not the lr sweep
+    kinds = {r["normalizer"]: r["kind"] for r in block["rows"]}
+    assert kinds == {"sn": "best", "bsn": "best", "none": "reference"}
+    best = pq.read_table(tmp_path / "best_scales.parquet").to_pandas()
+    used = best[best["in_headline"]]
+    assert len(used) == 2 and set(used["selection"]) == {"final"} and set(used["metric"]) == {"mode_coverage"}
+    for r in block["rows"]:
+        if r["kind"] != "best":
+            continue
+        b = used[used["normalizer"] == r["normalizer"]].iloc[0]  # the same numbers, not recomputed ones
+        assert (b["best_scale"], b["mean"], b["sem"], b["n_seeds"]) == (r["scale"], r["mean"], r["sem"], r["n_seeds"])
+        assert b["repeat_rate"] == r["repeat_rate"] and b["setting"] == block["setting"]
+    c = block["comparison"]
+    assert (c["b_scale"], c["a_scale"]) == (1.4, 1.4) and c["ci_low"] > 0  # BSN planted better by 0.05
+    text = md.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert "best scale for sn: c = 1.4" in text and "best scale for bsn: c = 1.4" in text
+    assert "none (reference, scale not tuned): mode_coverage" in text and "best scale for none" not in text
+    assert "bsn - sn at their best scales" in text and "BSSN better" in text and "held-out seeds" in text
+    assert "choice repeats" in text and "not the probability" in text
+    html = (tmp_path / "report.html").read_text()
+    assert html.index(">Headline<") < html.index(">Primary metric")
+
+
+def test_headline_says_when_no_scale_can_be_best(tmp_path: Path) -> None:
+    trials, _ = make_sweep(seeds=2, with_lr_sweep=False)
+    report.write_report(trials.assign(status="failed"), None, tmp_path)
+    lines = analysis.headline_lines(analysis.read_headline(tmp_path))
+    assert "  best scale for sn: none (every scale lost more than half of its seeds)" in lines
+    assert not any("c = " in line or "bsn - sn" in line for line in lines)
+    report.write_report(trials.iloc[0:0], None, tmp_path / "empty")
+    assert analysis.report_headline_lines(tmp_path / "empty")[0].startswith("no headline")
+    assert analysis.report_headline_lines(tmp_path / "nowhere") == []  # never raises at the end of a sweep

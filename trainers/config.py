@@ -64,6 +64,11 @@ class TrainConfig:
     """Metric names computed at each evaluation (see ``trainers.metrics``)."""
     eval_real_samples: int = 0
     """Real images for FID/KID statistics; 0 = ``eval_samples`` (the paper: 10k fake vs 5k real)."""
+    is_samples: int = 0
+    """Generated images for the Inception Score; 0 = ``eval_samples``. The paper's protocol is 50k
+    (PAPER.md §4), while its FID uses 10k: the two counts are separate knobs for that reason."""
+    is_splits: int = 10
+    """Splits of the Inception Score (mean and std over them); the paper: 10 splits (of 5k each)."""
     inception_weights: str | None = None
     """Local TF-comparable InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth) for fid/kid/is."""
     stats_cache_dir: str | None = None
@@ -73,7 +78,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     """0 = checkpoint at every evaluation."""
     divergence_threshold: float = 1e4
-    """|loss| above this (or NaN/Inf) ends the run as ``diverged``."""
+    """|loss| above this (or NaN/Inf) ends the run as ``diverged``, evaluated at the step it stopped.
+    Sweeps set it to infinity unless ``scheduler.stop_on_divergence`` is on: the paper trains large
+    scales to the end although their early hinge loss grows roughly like c^8 (c = 5 passes 1e4)."""
     seed: int = 0
     device: str = "cpu"
     num_threads: int = 0
@@ -99,6 +106,9 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 1, "must be >= 1"),
             ("eval_samples", self.eval_samples >= 2, "must be >= 2"),
             ("eval_real_samples", self.eval_real_samples >= 0, "must be >= 0 (0 = eval_samples)"),
+            ("is_samples", self.is_samples == 0 or self.is_samples >= 2, "must be 0 (= eval_samples) or >= 2"),
+            ("is_splits", isinstance(self.is_splits, int) and self.is_splits >= 1, "must be an integer >= 1"),
+            ("divergence_threshold", self.divergence_threshold > 0, "must be > 0 (inf = only NaN/Inf stop a run)"),
             ("width", self.width > 0, "must be > 0"),
             ("resolution", self.resolution >= 4, "must be >= 4"),
             ("sampling", self.sampling in ("replacement", "epochs"), "must be 'replacement' or 'epochs'"),

@@ -72,7 +72,7 @@ from trainers import normalizers
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import make_source
 from trainers.losses import LOSSES
-from trainers.metrics import direction, make_evaluator
+from trainers.metrics import direction, eval_sample_count, make_evaluator
 from trainers.models import build as build_models
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -147,7 +147,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.eval_z = torch.randn(
-            cfg.eval_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(EVAL_LATENT_SEED)
+            eval_sample_count(cfg), cfg.latent_dim, generator=torch.Generator().manual_seed(EVAL_LATENT_SEED)
         )
         # what train_step calls: the DDP wrappers when distributed, else G and D themselves
         self.train_G, self.train_D = self.G, self.D
@@ -299,10 +299,25 @@ class Trainer:
         finally:
             self.G.train(was_training)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, diverged: bool = False) -> dict[str, float]:
+        """Metrics of G now; ``diverged``: the run stopped on a bad loss, so G may be broken.
+
+        A diverged run is still evaluated where it stopped (its row then says how good G was at
+        that step); non-finite samples, or metrics that cannot be computed from such samples,
+        become NaN there instead of an error.
+        """
         samples = self.generate(self.eval_z)
-        metrics = self.evaluate_samples(samples)
         self._last_samples = samples[:64]
+        if diverged and not bool(torch.isfinite(samples).all()):
+            return dict.fromkeys(self.cfg.metrics, math.nan)
+        try:
+            metrics = self.evaluate_samples(samples)
+        except ConfigError:
+            raise
+        except (ValueError, ArithmeticError, RuntimeError):
+            if not diverged:
+                raise
+            return dict.fromkeys(self.cfg.metrics, math.nan)
         for name, value in metrics.items():
             better = max if direction(name) == "max" else min
             if math.isfinite(value) and (name not in self.best or better(value, self.best[name]) == value):
@@ -358,10 +373,11 @@ class Trainer:
                 continue
             metrics = {"loss_d": loss_sum[0] / loss_sum[2], "loss_g": loss_sum[1] / loss_sum[2]}
             loss_sum = [0.0, 0.0, 0]
-            if status != "diverged" and self.is_main:
-                metrics.update(self.evaluate())
-                metrics.update(grads)
-                metrics.update(self.diagnostics())
+            if self.is_main:
+                metrics.update(self.evaluate(diverged=status == "diverged"))
+                if status != "diverged":
+                    metrics.update(grads)
+                    metrics.update(self.diagnostics())
             self.history.append({"step": float(self.step), **metrics})
             done = status == "diverged" or self.step >= cfg.iterations
             if report is not None:

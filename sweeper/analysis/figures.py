@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweeper.analysis.common import arrow, fmt_lr, fmt_value, group_ids, metric_values, setting_columns, setting_labels
+from sweeper.analysis.common import arrow, fmt_lr, fmt_value, group_ids, metric_values
 from sweeper.analysis.scales import scale_table
+from sweeper.analysis.settings import setting_columns, setting_labels
 from sweeper.analysis.tables import bin_scales
 
 MAX_SETTINGS_PER_PANEL = 4

@@ -17,22 +17,17 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from sweeper.analysis.common import (
-    SELECTIONS,
-    STATUSES,
-    latest_attempts,
-    metric_column,
-    metric_names,
-    resolve_directions,
-)
+from sweeper.analysis.common import SELECTIONS, STATUSES, metric_names, resolve_directions
+from sweeper.analysis.compare import HELDOUT_RULE
 from sweeper.analysis.document import Doc
-from sweeper.analysis.scales import GOOD_SCALE_RULE, best_scales
+from sweeper.analysis.headline import headline, pick_primary_metric, write_headline
+from sweeper.analysis.scales import GOOD_SCALE_RULE, REPEAT_RULE, SURVIVOR_RULE, best_scales
 from sweeper.analysis.sections import (
     curves_section,
     failure_section,
+    headline_section,
     heatmap_section,
     other_metrics_section,
     paired_section,
@@ -41,44 +36,9 @@ from sweeper.analysis.sections import (
     table1_section,
     warnings_section,
 )
+from sweeper.analysis.settings import SETTING_RULE, latest_attempts
 
-_PRIMARY_PREFERENCE = (
-    "fid",
-    "is",
-    "mode_coverage",
-    "kid",
-    "hq_fraction",
-    "modes_captured",
-    "mode_kl",
-    "fid_small",
-)
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------------
-def pick_primary_metric(trials: pd.DataFrame, primary_metric: str | None = None) -> str | None:
-    """The metric reported first: the caller's choice, else the first of a preference list with data.
-
-    Why a preference list: FID/IS are what the paper's tables lead with; toy sweeps lead with mode
-    coverage. A metric with no finite value anywhere is skipped so the report does not open empty.
-    """
-    names = metric_names(trials)
-    if primary_metric:
-        return primary_metric
-
-    def has_data(m: str) -> bool:
-        for sel in SELECTIONS:
-            c = metric_column(m, sel)
-            if c in trials.columns and np.isfinite(pd.to_numeric(trials[c], errors="coerce")).any():
-                return True
-        return False
-
-    for m in [*_PRIMARY_PREFERENCE, *names]:
-        if m in names and has_data(m):
-            return m
-    return names[0] if names else None
-
+__all__ = ["pick_primary_metric", "write_report"]
 
 # --------------------------------------------------------------------------------------------------
 # The report
@@ -101,16 +61,22 @@ def _best_parquet(best: pd.DataFrame, path: Path) -> None:
         "sem": pa.float64(),
         "std": pa.float64(),
         "n_seeds": pa.int64(),
+        "n_run": pa.int64(),
+        "n_lost": pa.int64(),
+        "n_diverged": pa.int64(),
+        "n_failed": pa.int64(),
+        "excluded_scales": list_f,
         "good_scales": list_f,
         "n_good": pa.int64(),
         "good_rule": pa.string(),
         "modes": pa.list_(list_f),
         "n_modes": pa.int64(),
-        "p_best": pa.float64(),
+        "repeat_rate": pa.float64(),
         "scales": list_f,
-        "p_best_by_scale": list_f,
+        "pick_rates": list_f,
         "n_scales": pa.int64(),
         "best_trial_ids": pa.list_(pa.string()),
+        "in_headline": pa.bool_(),
     }
     arrays, names = [], []
     for c in best.columns:
@@ -121,9 +87,10 @@ def _best_parquet(best: pd.DataFrame, path: Path) -> None:
                 vals = [
                     None if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in col
                 ]
-            elif pa.types.is_integer(typ):
+            elif pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+                cast = bool if pa.types.is_boolean(typ) else int
                 vals = [
-                    int(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else None
+                    cast(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else None
                     for v in col
                 ]
             else:
@@ -146,12 +113,17 @@ def write_report(
     directions: dict[str, str] | None = None,
     title: str = "",
     primary_metric: str | None = None,
+    selection: str = "final",
 ) -> Path:
-    """Write ``report.md``, ``report.html``, ``best_scales.parquet`` and ``figures/*.png``; return report.md.
+    """Write ``report.md``, ``report.html``, ``headline.json``, ``best_scales.parquet`` and ``figures/*.png``.
 
-    ``trials``: trial-summary rows (v1 columns, any number of attempts); ``curves``: long
-    (trial_id, step, metric, value) or None. ``directions`` overrides metric directions;
-    ``primary_metric`` is reported first (default: see :func:`pick_primary_metric`).
+    Returns the path of report.md. ``trials``: trial-summary rows (any schema version, any number
+    of attempts); ``curves``: long (trial_id, step, metric, value) or None. ``directions``
+    overrides metric directions; ``primary_metric`` is reported first (default: see
+    :func:`pick_primary_metric`) and ``selection`` is the one the headline answers with (the
+    sweep's objective selection). The headline (:mod:`sweeper.analysis.headline`) opens the
+    report; ``headline.json`` holds its numbers and ``best_scales.parquet`` marks the rows it used
+    (``in_headline``), so the three agree by construction.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -178,7 +150,12 @@ def write_report(
         if len(df) and metrics
         else best_scales(df, [], ())
     )
+    head = headline(df, primary if primary_has else None, selection, dirs, best=best)
+    best["in_headline"] = False
+    used = [r["best_index"] for b in head["blocks"] for r in b["rows"] if r["kind"] == "best" and "best_index" in r]
+    best.loc[best.index.isin(used), "in_headline"] = True
     _best_parquet(best, out_dir / "best_scales.parquet")
+    write_headline(head, out_dir / "headline.json")
 
     doc = Doc()
     title = title or (
@@ -187,6 +164,7 @@ def write_report(
         else "Sweep report"
     )
     doc.heading(title, 1)
+    safe("headline", doc, lambda: headline_section(doc, head))
     _header(doc, df, n_attempts, metrics, dirs, primary if primary_has else None, metrics_note)
     if df.empty or not metrics:
         doc.text("No trials with metrics yet: nothing to analyse.")
@@ -220,14 +198,13 @@ def write_report(
         [
             "Statistics use the latest attempt of each trial; values count for completed, diverged and "
             "stopped-early trials when finite; failed trials only enter the failure table.",
-            "Mean ± SE over seeds: SE = sd(ddof=1)/√n; no ± when n = 1.",
+            "Settings: " + SETTING_RULE + ".",
+            "Mean ± SE over seeds: SE = sd(ddof=1)/√n (numpy's mean and std); no ± when n = 1.",
+            "Survivorship: " + SURVIVOR_RULE + ". Lost seeds are shown next to each best-scale mean.",
             "Good scales: " + GOOD_SCALE_RULE + ".",
-            "P(best): selection-aware bootstrap — seeds resampled with replacement within every scale, "
-            "the best "
-            "scale re-selected each time (B = 1000, seeded); the share of wins per scale.",
+            "Choice repeats (formerly “P(best)”): " + REPEAT_RULE + ".",
             "Best scales are selected on the same data they are reported on (as in the paper), so "
-            "best-scale means "
-            "are optimistic.",
+            "best-scale means are optimistic. The tuned SN vs BSSN comparison uses " + HELDOUT_RULE + ".",
         ]
     )
     md_path = out_dir / "report.md"

@@ -24,6 +24,7 @@ from sweeper.analysis.figures import (
     scale_figure,
     slug,
 )
+from sweeper.analysis.headline import headline_lines
 from sweeper.analysis.tables import failure_table, table1, table1_values
 
 _SELECTION_TEXT = {
@@ -38,6 +39,41 @@ def safe(section: str, doc: Doc, fn: Callable[[], None]) -> None:
         fn()
     except Exception as exc:  # noqa: BLE001 - deliberately broad: report the failure in the report
         doc.text(f"*(section “{section}” could not be generated: {type(exc).__name__}: {exc})*")
+
+
+def headline_section(doc: Doc, head: Mapping[str, Any]) -> None:
+    """The answer first: best scale per normalizer and tuned BSN − SN, in words (headline.json)."""
+    doc.heading("Headline", 2)
+    lines = headline_lines(head)
+    items: list[str] = []
+    for line in lines:
+        if line.startswith("  "):
+            items.append(line.strip())
+            continue
+        if items:
+            doc.bullets(items)
+            items = []
+        doc.text(f"**{line}**" if head.get("blocks") else line)
+    doc.bullets(items)
+    if head.get("blocks"):
+        doc.text(
+            "Best scale = the best mean among scales where at most half of the seeds were lost (survivorship "
+            "rule); “the choice repeats in x%” = how often the same scale is chosen again when seeds are "
+            "resampled (it is not the probability that the scale is truly best); good scales = not "
+            "significantly worse than the best. The tuned BSN − SN difference uses held-out seeds: each "
+            "seed's scales are chosen on the other seeds, so the estimate is free of the winner's curse of "
+            "picking the best of many scales. Rules in full: Method notes; numbers: `headline.json`, "
+            "`best_scales.parquet` (`in_headline`)."
+        )
+
+
+def _seeds_text(n: Any, n_run: Any, n_div: Any, n_fail: Any) -> str:
+    """``"5"``, or ``"4 of 5 (1 diverged)"`` when seeds were lost at that scale."""
+    n, n_run = int(n), int(n_run)
+    if n_run <= n:
+        return str(n)
+    why = [f"{int(k)} {w}" for k, w in ((n_div, "diverged"), (n_fail, "failed")) if int(k)]
+    return f"{n} of {n_run}" + (f" ({', '.join(why)})" if why else "")
 
 
 def _best_table_rows(best: pd.DataFrame) -> pd.DataFrame:
@@ -56,13 +92,20 @@ def _best_table_rows(best: pd.DataFrame) -> pd.DataFrame:
             "normalizer": b["normalizer"].astype(str),
             "best c": [format_scale(x) for x in b["best_scale"]],
             "mean ± SE": [format_mean_sem(m, s) for m, s in zip(b["mean"], b["sem"], strict=True)],
-            "seeds": b["n_seeds"].astype(int),
+            "seeds (lost)": [
+                _seeds_text(*v) for v in zip(b["n_seeds"], b["n_run"], b["n_diverged"], b["n_failed"], strict=True)
+            ],
             "good c": [
                 f"{g}/{n}" if n else "—"
                 for g, n in zip(b["n_good"].astype(int), b["n_scales"].astype(int), strict=True)
             ],
             "modes": [format_modes(m, max_modes=3) for m in b["modes"]],
-            "P(best)": [f"{p:.2f}" if isinstance(p, float) and math.isfinite(p) else "n/a" for p in b["p_best"]],
+            "choice repeats": [
+                f"{p:.0%}" if isinstance(p, float) and math.isfinite(p) else "n/a" for p in b["repeat_rate"]
+            ],
+            "excluded c (most seeds lost)": [
+                ", ".join(format_scale(c) for c in x) if len(x) else "—" for x in b["excluded_scales"]
+            ],
         }
     )
     return out.reset_index(drop=True)
@@ -83,7 +126,9 @@ def primary_section(
         b = best[(best["metric"] == primary) & (best["selection"] == sel)]
         doc.table(
             _best_table_rows(b),
-            f"Best scale per setting and normalizer: {primary}, selection: {_SELECTION_TEXT[sel]}",
+            f"Best scale per setting and normalizer: {primary}, selection: {_SELECTION_TEXT[sel]}. "
+            "Seeds (lost): seeds counted at the best scale, and how many of those run there were lost; "
+            "choice repeats: share of seed resamples choosing the same scale",
         )
     for ds in datasets[:MAX_DATASET_FIGURES]:
         sub = df[df["dataset"] == ds] if ds == ds else df[df["dataset"].isna()]
@@ -110,7 +155,8 @@ def table1_section(doc: Doc, df: pd.DataFrame, metrics: list[str], dirs: Mapping
     doc.heading("Table 1 layout (SN, SSN, BSN, BSSN)", 2)
     doc.text(
         "SN/BSN = scale c = 1; SSN/BSSN = the best scale, chosen separately per metric on the same runs "
-        "(paper §5). Cells: mean ± SE over seeds (c = scale); **bold** = best in column; n/a = not run."
+        "(paper §5), among scales that lost at most half of their seeds. Cells: mean ± SE over seeds "
+        "(c = scale; “k of n seeds” where seeds were lost there); **bold** = best in column; n/a = not run."
     )
     for sel in SELECTIONS:
         vals = table1_values(df, metrics, sel, dirs)
@@ -144,8 +190,11 @@ def paired_section(
     doc.text(
         "Differences are paired by seed within a setting: (BSN − SN) for ↑ metrics and (SN − BSN) for ↓ "
         "metrics, so **positive always means BSN/BSSN is better**. 95% t interval over the paired seeds; "
-        "the sign test is exact (two-sided). Tuned rows where both best scales are 1 are omitted "
-        "(they repeat the c = 1 row)."
+        "the sign test is exact (two-sided). **Tuned, held-out seeds** is the selection-aware comparison: "
+        "each seed's two scales are chosen on the other seeds (the scales shown are the ones chosen on all "
+        "seeds). **Tuned, in-sample** picks both scales on the very seeds it compares, as the paper did: "
+        "it is optimistic, and more so for the normalizer given more scales, so read it only next to the "
+        "paper. In-sample rows where both best scales are 1 are omitted (they repeat the c = 1 row)."
     )
     rows = []
     for metric in metrics:
@@ -154,8 +203,10 @@ def paired_section(
             if r.empty or "n_pairs" not in r:
                 continue
             acc.append(r)
-            # A tuned row where both best scales are 1 repeats the c = 1 row exactly.
-            same = (r["comparison"] != "SN vs BSN (c=1)") & (r["a_scale"] == 1.0) & (r["b_scale"] == 1.0)
+            # An in-sample tuned row where both best scales are 1 repeats the c = 1 row exactly.
+            same = (r["comparison"] == "SSN vs BSSN (tuned c, in-sample)") & (r["a_scale"] == 1.0) & (
+                r["b_scale"] == 1.0
+            )
             r = r[~same]
             for x in r.itertuples():
                 rows.append(
@@ -164,11 +215,7 @@ def paired_section(
                         "setting": x.setting,
                         "metric": metric,
                         "selection": sel,
-                        "comparison": (
-                            "SN vs BSN, c=1"
-                            if x.comparison == "SN vs BSN (c=1)"
-                            else f"SSN c={format_scale(x.a_scale)} vs BSSN c={format_scale(x.b_scale)}"
-                        ),
+                        "comparison": _comparison_label(x.comparison, x.a_scale, x.b_scale),
                         "seeds": int(x.n_pairs),
                         "SN": f"{x.a_mean:.4g}",
                         "BSN": f"{x.b_mean:.4g}",
@@ -191,6 +238,13 @@ def paired_section(
         )
     else:
         doc.text("No seeds were run under both SN and BSN in the same setting at matching scales.")
+
+
+def _comparison_label(kind: str, a_scale: float, b_scale: float) -> str:
+    if kind == "SN vs BSN (c=1)":
+        return "SN vs BSN, c=1"
+    how = "held-out seeds" if "held-out" in kind else "in-sample (optimistic)"
+    return f"SSN c={format_scale(a_scale)} vs BSSN c={format_scale(b_scale)}, tuned, {how}"
 
 
 def warnings_section(doc: Doc, best: pd.DataFrame, paired: list[pd.DataFrame]) -> None:

@@ -9,20 +9,17 @@ import numpy as np
 import pandas as pd
 
 from sweeper.analysis.common import (
-    PREPARED,
     STATUSES,
     direction_of,
     format_mean_sem,
     format_scale,
     group_ids,
     key_frame,
-    latest_attempts,
     metric_names,
     replicate_key,
-    setting_columns,
-    setting_labels,
 )
 from sweeper.analysis.scales import best_scales, scale_table
+from sweeper.analysis.settings import latest_attempts, setting_columns, setting_labels
 
 _ROWS_TABLE1 = (("SN", "sn", "one"), ("SSN", "sn", "best"), ("BSN", "bsn", "one"), ("BSSN", "bsn", "best"))
 
@@ -99,15 +96,17 @@ def failure_table(
 # --------------------------------------------------------------------------------------------------
 # Table 1
 # --------------------------------------------------------------------------------------------------
-def _table1_settings(df: pd.DataFrame, pair_keys: list[str]) -> pd.DataFrame:
-    """Per dataset, the SN/BSN setting that is the scale sweep: the most scales run with >= 2 seeds,
-    then the most scales, then the most rows.
+def scale_sweep_settings(
+    df: pd.DataFrame, pair_keys: list[str], normalizers: Sequence[str] | None = ("sn", "bsn")
+) -> pd.DataFrame:
+    """Per dataset, the setting that is the scale sweep: the most scales run with >= 2 seeds, then
+    the most scales, then the most rows (rows of ``normalizers`` only; None = every normalizer).
 
     Why: the paper's scale sweeps live at one default setting (lr 1e-4/1e-4, β (0.5, 0.999),
     n_dis 1) with 5 seeds per scale; other settings usually ran only c = 1, and a random-search
     block with one seed per scale would turn "best scale" into "luckiest seed".
     """
-    sub = df[df["normalizer"].isin(["sn", "bsn"])]
+    sub = df if normalizers is None else df[df["normalizer"].isin(list(normalizers))]
     if sub.empty:
         return sub.iloc[0:0]
     gid = group_ids(sub, pair_keys)
@@ -137,20 +136,20 @@ def table1_values(
 
     SN = ``sn`` at c = 1, SSN = ``sn`` at its best scale, BSN = ``bsn`` at c = 1, BSSN = ``bsn``
     at its best scale, each best scale chosen separately per metric (paper §5). Per dataset the
-    setting is the SN/BSN scale sweep (see :func:`_table1_settings`); mean/sem NaN when a cell was
+    setting is the SN/BSN scale sweep (see :func:`scale_sweep_settings`); mean/sem NaN when a cell was
     not run (e.g. c = 1 missing).
     """
     df = latest_attempts(trials)
     metrics = list(metrics) if metrics is not None else metric_names(df)
-    cols = ["dataset", "metric", "direction", "row", "normalizer", "scale", "mean", "sem", "n", "setting"]
+    cols = ["dataset", "metric", "direction", "row", "normalizer", "scale", "mean", "sem", "n", "n_run", "setting"]
     keys = setting_columns(df)
     pair_keys = [k for k in keys if k != "normalizer"]
-    chosen = _table1_settings(df, pair_keys)
+    chosen = scale_sweep_settings(df, pair_keys)
     if chosen.empty or not metrics:
         return pd.DataFrame(columns=cols)
     sub = df.merge(chosen[pair_keys], on=pair_keys, how="inner")
     sub = sub[sub["normalizer"].isin(["sn", "bsn"])]
-    sub.attrs[PREPARED] = True
+    sub.attrs.update(df.attrs)  # still prepared: same latest attempts, same setting key
     label = setting_labels(chosen, pair_keys)
     label_by_ds = dict(zip(chosen["dataset"], label, strict=True))
     rows = []
@@ -161,7 +160,7 @@ def table1_values(
         for ds in chosen["dataset"]:
             for row_name, norm, which in _ROWS_TABLE1:
                 mean = sem = scale = np.nan
-                n = 0
+                n = n_run = 0
                 if which == "one":
                     hit = st[
                         (st["dataset"] == ds) & (st["normalizer"] == norm) & np.isclose(st["scale"], 1.0)
@@ -170,6 +169,7 @@ def table1_values(
                     if len(hit):
                         h = hit.iloc[0]
                         mean, sem, n, scale = float(h["mean"]), float(h["sem"]), int(h["n"]), 1.0
+                        n_run = int(h["n_run"])
                 else:
                     hit = bs[(bs["dataset"] == ds) & (bs["normalizer"] == norm) & (bs["n_seeds"] > 0)]
                     if len(hit):
@@ -180,6 +180,7 @@ def table1_values(
                             int(h["n_seeds"]),
                             h["best_scale"],
                         )
+                        n_run = int(h["n_run"])
                 rows.append(
                     {
                         "dataset": ds,
@@ -191,6 +192,7 @@ def table1_values(
                         "mean": mean,
                         "sem": sem,
                         "n": n,
+                        "n_run": n_run,
                         "setting": label_by_ds.get(ds, ""),
                     }
                 )
@@ -208,7 +210,8 @@ def table1(
 ) -> pd.DataFrame:
     """Paper Table 1 layout: rows SN, SSN, BSN, BSSN; one column per "dataset metric ↑/↓".
 
-    Cells are ``"mean ± sem (c=…)"``; ``"n/a"`` where the cell was not run (e.g. no c = 1 run).
+    Cells are ``"mean ± sem (c=…)"``, with ``"k of n seeds"`` where seeds were lost at that scale;
+    ``"n/a"`` where the cell was not run (e.g. no c = 1 run).
     With ``bold_best`` the best mean per column is wrapped in ``**`` (Markdown bold), as the paper
     bolds the best per column. Columns where every cell is n/a are dropped. ``values`` may pass a
     precomputed :func:`table1_values` result.
@@ -244,7 +247,8 @@ def table1(
             txt = format_mean_sem(row["mean"], row["sem"])
             if bold_best and float(row["mean"]) == best_val:
                 txt = f"**{txt}**"
-            extra = f", n={int(row['n'])}" if int(row["n"]) < 2 else ""
+            n, n_run = int(row["n"]), int(row.get("n_run", row["n"]) or row["n"])
+            extra = f", {n} of {n_run} seeds" if n_run > n else (f", n={n}" if n < 2 else "")
             cells.append(f"{txt} (c={format_scale(row['scale'])}{extra})")
         out[f"{ds} {metric} {arrow}"] = cells
     return pd.DataFrame(out, index=pd.Index(index, name="method"))

@@ -5,7 +5,18 @@ package imports pyarrow (and pandas through ``to_pandas``) only: never Ray, torc
 the other stages, so reading results needs none of the training stack.
 """
 
-from sweeper.results.schema import BASE_COLUMNS, BASE_FIELDS, CURVE_SCHEMA, SCHEMA_VERSION, STATUSES, trial_schema
+from sweeper.results.schema import (
+    BASE_COLUMNS,
+    BASE_FIELDS,
+    CURVE_SCHEMA,
+    EVAL_FACT_COLUMNS,
+    SCHEMA_VERSION,
+    STATUSES,
+    V1_COLUMNS,
+    extractor_identity,
+    parse_config,
+    trial_schema,
+)
 from sweeper.results.store import (
     atomic_write_table,
     atomic_write_text,
@@ -23,14 +34,18 @@ __all__ = [
     "BASE_COLUMNS",
     "BASE_FIELDS",
     "CURVE_SCHEMA",
+    "EVAL_FACT_COLUMNS",
     "SCHEMA_VERSION",
     "STATUSES",
+    "V1_COLUMNS",
     "atomic_write_table",
     "atomic_write_text",
+    "extractor_identity",
     "latest_attempts",
     "load",
     "load_curves",
     "load_table",
+    "parse_config",
     "read_sweep_meta",
     "sweep_dir",
     "trial_schema",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -25,6 +24,7 @@ from ray.tune import Callback
 from sweeper import results
 from sweeper.run.packing import PACK_KEY
 from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
+from sweeper.run.rows import summary_row
 from sweeper.run.tracking import RunHandle, Tracker
 
 SUMMARY_SKIP = {"history_json", "trial_status", OBJECTIVE}
@@ -297,36 +297,11 @@ class SweepRecorder(Callback):
         run: RunHandle | None,
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
-        started = self._started.get(tid, now)
-        row: dict[str, Any] = {
-            "sweep": self.sweep,
-            "trial_id": tid,
-            "attempt": attempt,
-            "status": status,
-            "error": error,
-            "steps_done": int(last.get("step", 0)) if last else 0,
-            "wall_seconds": (now - started).total_seconds(),
-            "started_at": started,
-            "finished_at": now,
-            "host": str(last.get("hostname") or socket.gethostname()),
-            "mlflow_run_id": run.run_id if run is not None else None,
-            "config_json": json.dumps(params, sort_keys=True, default=str),
-        }
-        for col in ("dataset", "model", "normalizer", "scale", "lr_g", "lr_d", "beta1", "beta2",
-                    "n_dis", "batch_size", "seed", "iterations"):  # fmt: skip
-            row[col] = params.get(col, _default(col))
-        for col in ("scale", "lr_g", "lr_d", "beta1", "beta2"):
-            row[col] = float(row[col])
-        for m in self.metrics:
-            vals = [(int(h["step"]), h[m]) for h in history if m in h and math.isfinite(h[m])]
-            row[f"final_{m}"] = float(history[-1][m]) if history and m in history[-1] else None
-            if vals:
-                pick = max if self.directions.get(m, "max") == "max" else min
-                step, value = pick(vals, key=lambda sv: sv[1])
-                row[f"best_{m}"], row[f"best_{m}_step"] = float(value), step
-            else:
-                row[f"best_{m}"], row[f"best_{m}_step"] = None, None
-        return row
+        return summary_row(
+            sweep=self.sweep, trial_id=tid, attempt=attempt, status=status, error=error, params=params,
+            history=history, last=last, metrics=self.metrics, directions=self.directions,
+            started=self._started.get(tid, now), finished=now, run_id=run.run_id if run is not None else None,
+        )  # fmt: skip
 
 
 def members_of(trial: Any) -> list[tuple[str, int | None, dict[str, Any]]]:
@@ -371,12 +346,6 @@ def _is_train_metric(key: str) -> bool:
         "iterations_since_restore", "done", "node_ip", "hostname", "date", "experiment_id", "trial_id",
         "checkpoint_dir_name", "should_checkpoint",
     }  # fmt: skip
-
-
-def _default(col: str) -> Any:
-    from trainers.config import TrainConfig
-
-    return getattr(TrainConfig(), col)
 
 
 def _error_text(trial: Any) -> str:

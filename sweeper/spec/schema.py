@@ -69,7 +69,10 @@ class Scheduler(Strict):
     grace_period: Annotated[int, Field(ge=1)] = 1
     """ASHA: evaluations a trial gets before it may be stopped."""
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 3.0
-    stop_on_divergence: bool = True
+    stop_on_divergence: bool = False
+    """End a run as ``diverged`` once |loss| > ``train.divergence_threshold`` (default 1e4). Off by
+    default, so only a NaN/Inf loss ends a run early: the paper trains every scale to the end, and
+    at c >= 5 the early hinge loss passes 1e4 within a step or two (it grows roughly like c^8)."""
 
 
 class Resources(Strict):
@@ -196,6 +199,7 @@ class SweepSpec(Strict):
                 errors.append((("pack",), "a pack is one process: use `resources.workers: 1`"))
         errors += self._metric_problems()
         errors += self._device_problems()
+        errors += self._divergence_problems()
         if not errors:
             errors += self._point_problems()
         raise_errors(errors)
@@ -243,6 +247,18 @@ class SweepSpec(Strict):
                  "(never downloaded), or use fid_small/is_small")
             )  # fmt: skip
         return errors
+
+    def _divergence_problems(self) -> list[tuple[tuple, str]]:
+        """A threshold that the sweep would silently replace by infinity is an error."""
+        if self.scheduler.stop_on_divergence:
+            return []
+        where = [("train", "divergence_threshold")] if "divergence_threshold" in self.train else []
+        where += [("space", "divergence_threshold")] if "divergence_threshold" in self.parameters else []
+        return [
+            (loc, "has no effect while `scheduler.stop_on_divergence` is false (only NaN/Inf end a run): "
+                  "set `scheduler: {stop_on_divergence: true}` to stop runs at this |loss|")
+            for loc in where
+        ]  # fmt: skip
 
     def _device_problems(self) -> list[tuple[tuple, str]]:
         devices = [d for d in self._values("device") if isinstance(d, str)]

@@ -28,6 +28,39 @@ METRICS: dict[str, str] = {**MODE_METRICS, **IMAGE_METRICS}
 Evaluator = Callable[[torch.Tensor], dict[str, float]]
 
 
+def evaluation_facts(cfg: TrainConfig) -> dict[str, int | str | None]:
+    """The evaluation protocol of ``cfg`` as the facts a result must be labelled with.
+
+    ``eval_samples`` (generated images for FID/KID and mode metrics), ``eval_real_samples`` (real
+    images for FID/KID; null without them), ``is_samples``/``is_splits`` (null without an IS) and
+    ``feature_extractor`` (``seeded-small-v1``, ``inception-v3-tf-2015-12-05@6726825d`` or both
+    joined by ``+``; null for mode metrics only). The evaluator below uses exactly these numbers,
+    so a row labelled with them tells the truth about how its metrics were computed.
+    """
+    from trainers.metrics.features import INCEPTION_NAME, INCEPTION_SHA256_PREFIX, SMALL_NAME
+
+    images = [m for m in cfg.metrics if m in IMAGE_METRICS]
+    n = int(cfg.eval_samples)
+    facts: dict[str, int | str | None] = {
+        "eval_samples": n, "eval_real_samples": None, "is_samples": None, "is_splits": None,
+        "feature_extractor": None,
+    }  # fmt: skip
+    if any(m.startswith(("fid", "kid")) for m in images):
+        facts["eval_real_samples"] = int(cfg.eval_real_samples or n)
+    if any(m.startswith("is") for m in images):
+        k = int(cfg.is_samples or n)
+        facts["is_samples"], facts["is_splits"] = k, min(int(cfg.is_splits), k)
+    names = {SMALL_NAME if m.endswith("_small") else f"{INCEPTION_NAME}@{INCEPTION_SHA256_PREFIX}" for m in images}
+    facts["feature_extractor"] = "+".join(sorted(names)) or None
+    return facts
+
+
+def eval_sample_count(cfg: TrainConfig) -> int:
+    """Generated images one evaluation needs: ``eval_samples``, or more when the IS wants more."""
+    k = evaluation_facts(cfg)["is_samples"]
+    return max(int(cfg.eval_samples), int(k or 0))
+
+
 def direction(metric: str) -> str:
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
@@ -52,10 +85,17 @@ def make_evaluator(cfg: TrainConfig, source: object) -> Evaluator:
 
         image_eval = make_image_evaluator(cfg, source, wanted_images)
 
+    need = eval_sample_count(cfg)
+
     def evaluate(samples: torch.Tensor) -> dict[str, float]:
+        if len(samples) < need:
+            raise ConfigError(
+                f"an evaluation needs {need} generated samples (eval_samples {cfg.eval_samples}, "
+                f"is_samples {cfg.is_samples}), got {len(samples)}"
+            )
         out: dict[str, float] = {}
         if wanted_modes:
-            allm = mode_metrics(samples, centers, source.hq_radius)  # type: ignore[attr-defined]
+            allm = mode_metrics(samples[: cfg.eval_samples], centers, source.hq_radius)  # type: ignore[attr-defined]
             out.update({m: allm[m] for m in wanted_modes})
         if image_eval is not None:
             out.update(image_eval(samples))

@@ -304,8 +304,12 @@ def evaluate_images(
     is_splits: int = 10,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
+    n_is: int | None = None,
 ) -> dict[str, float]:
     """The requested image metrics of ``n_fake`` generated vs ``n_real`` real images.
+
+    The Inception Score uses the first ``n_is`` generated images (default ``n_fake``; the paper's
+    IS uses 50k while its FID uses 10k); features are extracted once for the larger count.
 
     ``metrics`` are names from ``metric_names(extractor)``: ``fid_small``,
     ``kid_small``, ``is_small`` (plus ``kid_small_std``, ``is_small_std``) with the
@@ -323,11 +327,15 @@ def evaluate_images(
             f"`metrics` {', '.join(bad)} cannot be computed with the {extractor.name} extractor; "
             f"valid with it: {', '.join(valid)}"
         )
-    if len(fake) < n_fake:
-        raise ValueError(f"need {n_fake} generated images, got {len(fake)}")
     s = extractor.metric_suffix
+    want_is = f"is{s}" in wanted or f"is{s}_std" in wanted
+    n_is = n_fake if n_is is None or not want_is else n_is
+    n_all = max(n_fake, n_is)
+    if len(fake) < n_all:
+        raise ValueError(f"need {n_all} generated images, got {len(fake)}")
     need_real = any(m.startswith(("fid", "kid")) for m in wanted)
-    feats_f, logits_f = extractor.extract(fake[:n_fake], batch_size)
+    feats_all, logits_all = extractor.extract(fake[:n_all], batch_size)
+    feats_f, logits_f = feats_all[:n_fake], logits_all[:n_is]
     if need_real and real_feats is None:
         real_feats, _ = extractor.extract(take_images(real, n_real), batch_size)
     out: dict[str, float] = {}
@@ -339,7 +347,7 @@ def evaluate_images(
         size = min(kid_subset_size, len(feats_f), len(real_feats))
         mean, std = kernel_inception_distance(feats_f, real_feats, kid_subsets, size)
         out.update({k: v for k, v in ((f"kid{s}", mean), (f"kid{s}_std", std)) if k in wanted})
-    if f"is{s}" in wanted or f"is{s}_std" in wanted:
+    if want_is:
         mean, std = inception_score(softmax(logits_f), min(is_splits, len(logits_f)))
         out.update({k: v for k, v in ((f"is{s}", mean), (f"is{s}_std", std)) if k in wanted})
     return out
@@ -355,7 +363,9 @@ def make_image_evaluator(
     a seeded subset of ``getattr(cfg, "eval_real_samples", cfg.eval_samples)``
     real images (capped at the dataset size) and reused for every evaluation.
     Config fields read when present: ``inception_weights`` (path),
-    ``stats_cache_dir`` (where real statistics are cached across trials).
+    ``stats_cache_dir`` (where real statistics are cached across trials). FID/KID use the first
+    ``eval_samples`` generated images, the IS the first ``is_samples`` (0 = ``eval_samples``) in
+    ``is_splits`` splits: ``trainers.metrics.evaluation_facts`` states the same numbers.
     """
     from trainers.metrics import features
 
@@ -402,7 +412,12 @@ def make_image_evaluator(
                         source=str(cfg.data_root or f"{cfg.resolution}px-{cfg.channels}ch"),
                     )["features"]
                 feats = real_cache[extractor.identity]
-            out.update(evaluate_images(samples, None, extractor, names, len(samples), 0, real_feats=feats))
+            out.update(
+                evaluate_images(
+                    samples, None, extractor, names, cfg.eval_samples, 0, real_feats=feats,
+                    is_splits=cfg.is_splits, n_is=cfg.is_samples or cfg.eval_samples,
+                )
+            )  # fmt: skip
         return out
 
     return evaluate
