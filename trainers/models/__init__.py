@@ -12,6 +12,8 @@ from collections.abc import Callable
 from torch import nn
 
 from trainers.config import ConfigError, TrainConfig
+from trainers.data.layout import sample_kind
+from trainers.models.shapes import check_data
 
 MODELS: dict[str, str] = {
     "sngan_cnn": "trainers.models.sngan_cnn:build",
@@ -30,6 +32,7 @@ def build(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """Build (G, D) for ``cfg.model``; D is returned un-normalized."""
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
+    check_data(cfg.model, cfg.dataset, sample_kind(cfg.dataset))
     module, func = MODELS[cfg.model].split(":")
     factory: Callable[[TrainConfig], tuple[nn.Module, nn.Module]] = getattr(importlib.import_module(module), func)
     return factory(cfg)
