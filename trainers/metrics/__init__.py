@@ -9,8 +9,7 @@ models but are not comparable to published Inception numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from trainers.config import ConfigError, TrainConfig
 from trainers.metrics.inputs import check_fit
@@ -26,7 +25,10 @@ IMAGE_METRICS = {
 }
 METRICS: dict[str, str] = {**MODE_METRICS, **IMAGE_METRICS}
 
-Evaluator = Callable[[torch.Tensor], dict[str, float]]
+if TYPE_CHECKING:  # the catalogue (METRICS) is read by the sweep service without torch
+    import torch
+
+Evaluator = Callable[["torch.Tensor"], dict[str, float]]
 
 
 def direction(metric: str) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.layout import sample_kind
 from trainers.models.shapes import check_data
+
+if TYPE_CHECKING:  # the catalogue (MODELS) is read by the sweep service without torch
+    from torch import nn
 
 MODELS: dict[str, str] = {
     "sngan_cnn": "trainers.models.sngan_cnn:build",
