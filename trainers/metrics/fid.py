@@ -33,7 +33,7 @@ import torch
 
 from trainers.config import ConfigError, TrainConfig
 from trainers.metrics.features import FeatureExtractor
-from trainers.metrics.inputs import check_real_count
+from trainers.metrics.inputs import check_cache_dir, check_real_count
 
 CACHE_VERSION = 1
 REAL_SUBSET_SEED = 0
@@ -376,6 +376,7 @@ def make_image_evaluator(
     if big_wanted:
         groups.append((features.inception(getattr(cfg, "inception_weights", None)).to(device), big_wanted))
     cache_dir = getattr(cfg, "stats_cache_dir", None)
+    check_cache_dir(cache_dir)
     n_real_wanted = int(getattr(cfg, "eval_real_samples", None) or cfg.eval_samples)
     real_cache: dict[str, np.ndarray] = {}
     if getattr(source, "dataset", None) is not None:  # before training, not at the first evaluation

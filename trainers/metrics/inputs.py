@@ -74,6 +74,23 @@ def check_real_count(metrics: Iterable[str], available: int, dataset: str) -> No
         )
 
 
+def check_cache_dir(path: str | None) -> None:
+    """``stats_cache_dir`` is a folder we can write, or can be created (real statistics are cached there)."""
+    if not path:
+        return
+    target = os.path.abspath(os.path.expanduser(path))
+    probe = target
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == target else f"cannot be created: {probe} is a file"
+        raise ConfigError(f"`stats_cache_dir` {path} {what}, not a folder; set it to a folder (or remove it)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"`stats_cache_dir` {path} is not writable ({probe} denies it); set it to a folder you can write"
+        )
+
+
 # --- Inception weights ---------------------------------------------------------------------
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
