@@ -19,6 +19,12 @@ class Globals:
     debug: bool
 
 
+NO_DATA_HELP = (
+    "Skip the file checks of the inputs (data roots, weights files): for a spec edited away from its "
+    "data. The rules that need no files still run."
+)
+
+
 def state(ctx: typer.Context) -> Globals:
     return ctx.obj
 
