@@ -59,7 +59,6 @@ class _Field:
     path: str
     searched: bool
     """More than one value in this block: the field a combination's problem is blamed on first."""
-    user_set: bool
     int_range: tuple[int, int] | None = None
 
 
@@ -107,9 +106,9 @@ def _defaults() -> dict[str, Any]:
 def _field(spec: SweepSpec, b: int, block: dict[str, Param], key: str) -> _Field:
     if key == "metrics":
         where = "train.metrics" if "metrics" in spec.train else "objective.metric"
-        return _Field((tuple(spec.train_metrics),), where, False, True)
+        return _Field((tuple(spec.train_metrics),), where, False)
     if key in spec.train:
-        return _Field((spec.train[key],), f"train.{key}", False, True)
+        return _Field((spec.train[key],), f"train.{key}", False)
     if key in block:
         p = block[key]
         path = f"space[{b}].{key}" if len(spec.blocks) > 1 else f"space.{key}"
@@ -120,8 +119,8 @@ def _field(spec: SweepSpec, b: int, block: dict[str, Param], key: str) -> _Field
             span = (lo, hi)
             values = list(range(lo, hi + 1)) if hi - lo < INT_RANGE_LIMIT else [lo, hi]
         distinct = tuple(dict.fromkeys(values or []))
-        return _Field(distinct, path, len(distinct) > 1, True, span)
-    return _Field((_defaults()[key],), f"train.{key}", False, False)
+        return _Field(distinct, path, len(distinct) > 1, span)
+    return _Field((_defaults()[key],), f"train.{key}", False)
 
 
 def _count(fields: Iterable[_Field]) -> int:
@@ -133,10 +132,8 @@ def _count(fields: Iterable[_Field]) -> int:
 
 def _blamed(blame: tuple[str, ...], fields: dict[str, _Field]) -> str:
     """The field a problem is reported at: the first of ``blame`` that is searched in this block
-    (the value that makes only some configurations invalid), else the first the user set."""
-    searched = [k for k in blame if fields[k].searched]
-    chosen = [k for k in blame if fields[k].user_set]
-    return (searched or chosen or list(blame))[0]
+    (the value that makes only some configurations invalid), else the rule's own field (first)."""
+    return next((k for k in blame if fields[k].searched), blame[0])
 
 
 def _collapse(found: list[_Problem]) -> list[str]:
@@ -221,11 +218,16 @@ class _Checker:
         from trainers.metrics.inputs import check_fit
 
         metrics, dataset = v["metrics"], v["dataset"]
+        modes, images = [m for m in metrics if m in MODE_METRICS], [m for m in metrics if m in IMAGE_METRICS]
+        kind = sample_kind(dataset)
+        # asked twice so the line names the right field: the dataset (kind of data), then the channels
+        problem = _problem(check_fit, modes, images, dataset, has_modes=dataset in PROCEDURAL, kind=kind, channels=3)
+        if problem:
+            return [(("dataset", "metrics"), problem)]
         problem = _problem(
-            check_fit, [m for m in metrics if m in MODE_METRICS], [m for m in metrics if m in IMAGE_METRICS],
-            dataset, has_modes=dataset in PROCEDURAL, kind=sample_kind(dataset), channels=v["channels"],
-        )  # fmt: skip
-        return [(("dataset", "metrics"), problem)] if problem else []
+            check_fit, modes, images, dataset, has_modes=dataset in PROCEDURAL, kind=kind, channels=v["channels"]
+        )
+        return [(("channels", "dataset"), problem)] if problem else []
 
     def data_config(self, v: dict[str, Any]) -> Found:
         from trainers.data.layout import check_config
