@@ -127,8 +127,9 @@ def status(
             counts = df["status"].value_counts().to_dict() if df is not None and not df.empty else {}
             done = sum(counts.values())
             shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none finished"
-            typer.echo(
-                f"{n}: {done}/{meta.get('trials', '?')} trials finished ({shown}); started {meta.get('started_at')}"
-            )
+            aborted = meta.get("aborted") if meta.get("status") == "aborted" else None
+            why = f"; ABORTED by trial {aborted['trial_id']}: {aborted['message']}" if aborted else ""
+            total = meta.get("trials", "?")
+            typer.echo(f"{n}: {done}/{total} trials finished ({shown}); started {meta.get('started_at')}{why}")
 
     guard(g, go)
