@@ -259,3 +259,55 @@ def test_the_rules_and_catalogues_import_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_resume_checks_the_inputs_again(tmp_path: Path, monkeypatch) -> None:
+    """The data may have moved since the sweep started: resume refuses before Ray starts."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    data = spec(tmp_path, BY_NAME["missing_root"].build(tmp_path)[0], name="moved")
+    sweep = tmp_path / "results" / "moved"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"spec": specmod.from_data(data, "t").model_dump(mode="json")}))
+    result = _invoke(tmp_path, "resume", "moved")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: moved/sweep.json: train.data_root: dataset 'folder': data_root {tmp_path / 'nonexistent'} does not "
+        "exist; set `data_root` to a folder of images"
+    ]
+    assert sorted(p.name for p in sweep.iterdir()) == ["sweep.json"]  # nothing else written
+
+
+def test_models_refuse_the_wrong_kind_of_data_when_built() -> None:
+    """Was a shape RuntimeError deep in the first step (retried, never explained); now a ConfigError."""
+    from trainers.models import build
+
+    with pytest.raises(ConfigError, match="model 'sngan_cnn' trains on images, not on the 2D points of dataset 'ring'"):
+        build(TrainConfig(dataset="ring", model="sngan_cnn", metrics=["mode_coverage"]))
+    with pytest.raises(ConfigError, match="model 'mlp' trains on 2D points"):
+        build(TrainConfig(dataset="blobs", model="mlp"))
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_job_checks_the_files_on_the_cluster_first(tmp_path: Path, monkeypatch) -> None:
+    """`submit` leaves the file checks to the job: its `sweeper run` fails with the one line, before any trial."""
+    from ray_fixtures import ray_head
+
+    from sweeper.cli import cluster
+
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    path = _write(tmp_path, BY_NAME["cifar_missing_split"])
+    results_dir = tmp_path / "results"
+    with ray_head(tmp_path, num_cpus=2) as head:
+        job = cluster.submit(str(path), head.dashboard_url, results_dir=str(results_dir), tracking_uri="none",
+                             extra_args=[])  # fmt: skip
+        status = cluster.wait(head.dashboard_url, job, timeout_s=180, poll_s=1.0)
+        logs = cluster.job_logs(head.dashboard_url, job)
+    assert status == "FAILED", logs[-3000:]
+    errors = [line for line in logs.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "train.data_root" in errors[0] and "lacks data_batch_3" in errors[0], logs[-3000:]
+    assert "trial" not in logs and not results_dir.exists()
