@@ -87,6 +87,7 @@ def test_a_transient_failure_keeps_tunes_retries(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]  # trials failed beyond allowed_failure_fraction
     assert "ABORT" not in out and "Traceback" not in out
+    assert proc.stdout.count("failed (UnidentifiedImageError: cannot identify image file") == 2  # each retry said
 
     sweep = tmp_path / "results" / "flaky"
     assert "status" not in json.loads((sweep / "sweep.json").read_text())

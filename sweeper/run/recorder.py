@@ -193,6 +193,10 @@ class SweepRecorder(Callback):
         error = trial_errors.read(trial)
         if error.deterministic:
             self._failed(trial, error)
+            return
+        for mid, _, _ in members_of(trial):  # Tune's own traceback dump is off (run.ray_runtime)
+            self.say(f"  ! trial {self._number(mid)} [{mid}] attempt {self._attempt.get(mid, 1)} failed "
+                     f"({error.message[:160]}); Tune retries it (resources.max_failures)")  # fmt: skip
 
     def _failed(self, trial: Any, error: trial_errors.TrialError) -> None:
         members = members_of(trial)
