@@ -91,6 +91,10 @@ def main() -> None:
             {"steps": 5, "repeats": 1} if q else {}, _render_packed,
         ),
         ("6. Report over 10k trials and 5M curve rows", "benchmarks.bench_report", "run", {}, _render_dict),
+        (
+            "7. Refusing bad inputs before anything starts (preflight)", "benchmarks.bench_preflight", "run",
+            {"repeats": 2, "runtime_abort": False} if q else {}, _render_preflight,
+        ),
     ]
     previous = _split(a.out.read_text()) if a.only and a.out.exists() else {}
     sections = [
@@ -194,6 +198,12 @@ def _render_packed(r: dict[str, Any]) -> str:
             f"**{x['speedup_cpu']:.2f}x** | {x['speedup_wall']:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def _render_preflight(r: dict[str, Any]) -> str:
+    from benchmarks.bench_preflight import render
+
+    return render(r)
 
 
 def _render_normalizers(r: dict[str, Any]) -> str:

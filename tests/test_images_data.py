@@ -178,8 +178,11 @@ def test_image_folder(tmp_path: Path) -> None:
 
 
 def test_image_folder_missing(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"dataset 'folder': no images .* under .*; set `data_root`"):
+    with pytest.raises(ConfigError, match=r"dataset 'folder': data_root .*nope does not exist; set `data_root`"):
         load_dataset(cfg("folder", tmp_path / "nope", resolution=16))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"dataset 'folder': no images .* under .*empty .*; set `data_root`"):
+        load_dataset(cfg("folder", tmp_path / "empty", resolution=16))
 
 
 def test_celeba_center_crop_128_then_64(tmp_path: Path) -> None:

@@ -196,11 +196,18 @@ def test_presets_command_lists_them_all() -> None:
 
 
 def test_validate_json_for_a_preset() -> None:
-    result = runner.invoke(app, ["validate", "cifar10-scale", "--json", "--no-data"])  # a GPU sweep, on a laptop
+    result = runner.invoke(app, ["validate", "cifar10-scale", "--json", "--no-data"])  # no CIFAR-10 here
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["name"] == "cifar10-scale" and summary["trials"] == 230
     assert summary["parameters"] == ["normalizer", "scale"]
+    assert summary["inputs"]["files_checked"] is False
+    # with the file checks (the default), the missing data and weights are named in one pass
+    result = runner.invoke(app, ["validate", "cifar10-scale"])
+    assert result.exit_code == 2
+    assert [line.split(": ")[2] for line in result.output.splitlines()] == [
+        "train.data_root", "train.inception_weights"
+    ], result.output
 
 
 def test_iteration_totals() -> None:

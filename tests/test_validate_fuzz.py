@@ -1,5 +1,11 @@
 """Fuzz ``sweeper validate`` with malformed sweep files: always exit 2 with ``error: `` lines only.
 
+The second half fuzzes valid sweep files whose inputs are broken on the file system (the corpus
+of ``tests/bad_inputs.py``: missing roots, empty folders, wrong layouts and splits, wrong or
+unreadable weights, a folder where a file is expected, resolutions a model cannot take), one to
+four of them at once: ``validate`` and ``run`` each end in exactly one line per broken input,
+exit 2, nothing written, no Ray started.
+
 Every generated file is malformed by construction: a valid spec (the demo preset) with
 1-3 mutations that each break a rule (a required key deleted, an unknown key injected,
 a wrong type, a bad range, junk nested deep), or raw bytes that cannot be a sweep file
@@ -10,11 +16,14 @@ in-process; a crash (traceback, exit code 1) or a blank or unprefixed line fails
 from __future__ import annotations
 
 import copy
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+from bad_inputs import BY_NAME, CASES, Case, spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -181,3 +190,68 @@ def test_malformed_files_fail_cleanly(content: bytes) -> None:
 def test_fuzz_generator_makes_invalid_specs_only() -> None:
     """The mutated base is valid before mutation: the fuzzer tests mutations, not a broken base."""
     assert specmod.SweepSpec.model_validate(copy.deepcopy(BASE)).name == "demo"
+
+
+# --- inputs broken on the file system -------------------------------------------------------------
+SLOTS = {slot: [c for c in CASES if c.slot == slot] for slot in ("data", "weights", "cache")}
+RESOLUTION = [BY_NAME["resolution_some_searched_values"], BY_NAME["resolution_int_range"]]
+"""Shape cases that only touch ``space.resolution``, so they combine with any file case."""
+NORMALIZERS = ["sn", "bsn", "none", "lecun"]
+
+
+@st.composite
+def broken_inputs(draw: st.DrawFn) -> tuple[list[Case], dict[str, Any]]:
+    chosen = [draw(st.sampled_from(cases)) for cases in SLOTS.values() if draw(st.booleans())]
+    if draw(st.booleans()):
+        chosen.append(draw(st.sampled_from(RESOLUTION)))
+    if not chosen:
+        chosen.append(draw(st.sampled_from(CASES)))
+    noise = {
+        "seeds": draw(st.lists(st.integers(0, 1000), min_size=1, max_size=3, unique=True)),
+        "search": {"sampler": draw(st.sampled_from(["tpe", "random"])), "trials": draw(st.integers(1, 50))},
+        "normalizer": draw(st.lists(st.sampled_from(NORMALIZERS), min_size=1, max_size=3, unique=True)),
+    }  # fmt: skip
+    return chosen, noise
+
+
+def _cli(tmp: Path, *args: str):  # noqa: ANN202
+    return runner.invoke(
+        app, ["--results-dir", str(tmp / "results"), "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", *args]
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(broken=broken_inputs())
+def test_broken_inputs_on_disk_fail_cleanly(broken: tuple[list[Case], dict[str, Any]]) -> None:
+    cases, noise = broken
+    tmp = Path(tempfile.mkdtemp(dir=_TMP))
+    try:
+        train: dict[str, Any] = {}
+        space: dict[str, Any] = {"normalizer": {"choice": noise["normalizer"]}}
+        for case in cases:
+            (tmp / case.name).mkdir()
+            t, sp = case.build(tmp / case.name)
+            train.update(t)
+            space.update(sp)
+        data = {**spec(tmp, train, space), "seeds": noise["seeds"], "search": noise["search"]}
+        path = tmp / "sweep.yaml"
+        path.write_text(yaml.safe_dump(data))
+        for command in ("validate", "run"):
+            result = _cli(tmp, command, str(path))
+            lines = result.output.splitlines()
+            assert result.exit_code == 2, (command, result.output, result.exception)
+            assert "Traceback" not in result.output
+            assert len(lines) == len(cases), (cases, result.output)
+            assert all(line.startswith(f"error: {path}: ") for line in lines), result.output
+            assert sorted(line.split(": ")[2] for line in lines) == sorted(c.path for c in cases), result.output
+            for case in cases:
+                assert any(case.says in line for line in lines), (case.name, result.output)
+            assert not (tmp / "results").exists() and not (tmp / "mlflow.db").exists()
+            assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+        relaxed = _cli(tmp, "validate", str(path), "--no-data")
+        without_files = [c for c in cases if not c.files]
+        assert relaxed.exit_code == (2 if without_files else 0), relaxed.output
+        if without_files:
+            assert len(relaxed.output.splitlines()) == len(without_files), relaxed.output
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -255,9 +255,15 @@ def submit(
 ) -> str:
     """Submit the sweep as a Ray Job; returns the job (submission) id."""
     from sweeper import spec as specmod
+    from sweeper.spec import preflight
 
     results_dir = _check_results_dir(str(results_dir))
-    name = specmod.load(spec_path_or_preset).name  # user errors (SpecError) before any network call
+    label, text = specmod.resolve_source(spec_path_or_preset)
+    loaded = specmod.parse(text, label)  # user errors (SpecError) before any network call
+    # Data roots and weights are paths on the cluster: only the rules without files run here; the
+    # job's `sweeper run` checks the files on the head node before its sweep starts.
+    preflight.check(loaded, label, files=False)
+    name = loaded.name
     c = client(address)
     with tempfile.TemporaryDirectory(prefix="snsweep-job-") as tmp:
         spec_arg = stage(spec_path_or_preset, Path(tmp))

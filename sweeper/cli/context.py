@@ -19,6 +19,12 @@ class Globals:
     debug: bool
 
 
+NO_DATA_HELP = (
+    "Skip the checks of where the sweep runs: data roots and weights files (and, for validate, this "
+    "machine's CPUs/GPUs), for a spec edited away from its data. The rules that need no files still run."
+)
+
+
 def state(ctx: typer.Context) -> Globals:
     return ctx.obj
 

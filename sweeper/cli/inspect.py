@@ -8,25 +8,30 @@ from typing import Annotated
 
 import typer
 
-from sweeper.cli.context import fail, guard, state
+from sweeper.cli.context import NO_DATA_HELP, fail, guard, state
 
 
 def validate(
     ctx: typer.Context,
     spec: Annotated[str, typer.Argument(help="A sweep YAML file or a preset name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-    no_data: Annotated[
-        bool,
-        typer.Option("--no-data", help="Skip the checks of where it runs (data files, this machine's CPUs/GPUs)."),
-    ] = False,
+    no_data: Annotated[bool, typer.Option("--no-data", help=NO_DATA_HELP)] = False,
 ) -> None:
-    """Check a sweep file without running it: trials, parameters, resources, problems."""
+    """Check a sweep file without running it: trials, parameters, resources, inputs, problems.
+
+    Inputs are checked as `sweeper run` checks them before it starts: every data root the
+    sweep can use holds its dataset, weights files match their hash, every resolution fits its
+    model, every metric fits its dataset.
+    """
     g = state(ctx)
 
     def go() -> None:
         from sweeper import spec as specmod
+        from sweeper.spec import preflight
 
-        s = specmod.load(spec)
+        label, text = specmod.resolve_source(spec)
+        s = specmod.parse(text, label)
+        inputs = preflight.check(s, label, files=not no_data)
         if not no_data and not (g.address or os.environ.get("RAY_ADDRESS")):  # a cluster's: when connected
             from sweeper.errors import SweepError
             from sweeper.run.capacity import capacity_problems, local_capacity
@@ -43,6 +48,11 @@ def validate(
             "sampler": s.search.sampler,
             "objective": {"metric": s.objective.metric, "mode": s.metric_mode, "selection": s.objective.selection},
             "resources": s.resources.model_dump(),
+            "inputs": {
+                "files_checked": inputs.files, "combinations": inputs.combinations,
+                "data_roots": len(inputs.data_roots), "weights_files": len(inputs.weights),
+                "seconds": round(inputs.seconds, 4),
+            },  # fmt: skip
         }
         if as_json:
             typer.echo(json.dumps(summary))
@@ -53,6 +63,7 @@ def validate(
         typer.echo(f"  objective: {s.objective.selection} {s.objective.metric} ({s.metric_mode})")
         r = s.resources
         typer.echo(f"  resources per trial: {r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU, {r.workers} worker(s)")
+        typer.echo(f"  inputs: {inputs.text()}")
 
     guard(g, go)
 
@@ -123,8 +134,9 @@ def status(
             counts = df["status"].value_counts().to_dict() if df is not None and not df.empty else {}
             done = sum(counts.values())
             shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none finished"
-            typer.echo(
-                f"{n}: {done}/{meta.get('trials', '?')} trials finished ({shown}); started {meta.get('started_at')}"
-            )
+            aborted = meta.get("aborted") if meta.get("status") == "aborted" else None
+            why = f"; ABORTED by trial {aborted['trial_id']}: {aborted['message']}" if aborted else ""
+            total = meta.get("trials", "?")
+            typer.echo(f"{n}: {done}/{total} trials finished ({shown}); started {meta.get('started_at')}{why}")
 
     guard(g, go)

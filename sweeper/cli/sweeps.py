@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sweeper.cli.context import Globals, fail, guard, say, state, storage_of
+from sweeper.cli.context import NO_DATA_HELP, Globals, fail, guard, say, state, storage_of
 
 SpecArg = Annotated[str | None, typer.Argument(help="A sweep YAML file or a preset name (default: demo).")]
 
@@ -23,27 +23,37 @@ def run(
     resume_if_exists: Annotated[
         bool, typer.Option(help="Resume the sweep if its state exists (what submitted jobs do).")
     ] = False,
+    no_data: Annotated[bool, typer.Option("--no-data", help=NO_DATA_HELP)] = False,
 ) -> None:
-    """Run a sweep: local Ray by default, or on --address."""
+    """Run a sweep: local Ray by default, or on --address.
+
+    Before Ray starts or anything is written, every input the sweep can give a trial is checked
+    (as `sweeper validate` does); a problem ends the command with one line per problem.
+    """
     g = state(ctx)
 
     def go() -> None:
         from sweeper import spec as specmod
         from sweeper.errors import SweepError
-        from sweeper.run.sweep import restorable
 
-        s = specmod.load(spec)
-        resume = False
-        if resume_if_exists:
-            if overwrite:
-                raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
-            resume = restorable(s, g.results_dir)
+        label, text = specmod.resolve_source(spec)
+        s = specmod.parse(text, label)
+        if resume_if_exists and overwrite:
+            raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
+        _preflight(s, label, no_data)
+        from sweeper.run.sweep import restorable  # imports Ray: only once the inputs are known good
+
+        resume = restorable(s, g.results_dir) if resume_if_exists else False
         _run(g, s, overwrite=overwrite, resume=resume, num_cpus=num_cpus, dashboard=dashboard)
 
     guard(g, go)
 
 
-def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The sweep's name.")]) -> None:
+def resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The sweep's name.")],
+    no_data: Annotated[bool, typer.Option("--no-data", help=NO_DATA_HELP)] = False,
+) -> None:
     """Continue a sweep after an interruption (a dead driver): Optuna's state and checkpoints are kept."""
     g = state(ctx)
 
@@ -56,11 +66,21 @@ def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The swe
         if not meta:
             raise SpecError([f"no sweep {name!r} under {g.results_dir} (no sweep.json); see `sweeper status`"])
         spec = specmod.from_data(meta["spec"], f"{name}/sweep.json")
+        _preflight(spec, f"{name}/sweep.json", no_data)  # the data may have moved since the sweep started
         if g.tracking_uri is None and meta.get("tracking_uri"):
             g.tracking_uri = meta["tracking_uri"]
         _run(g, spec, overwrite=False, resume=True, num_cpus=None, dashboard=False)
 
     guard(g, go)
+
+
+def _preflight(spec: Any, label: str, no_data: bool) -> None:
+    """Every input the sweep can give a trial, checked before Ray starts or anything is written."""
+    from sweeper.spec import preflight
+
+    preflight.check(spec, label, files=not no_data)  # silent when the inputs are good
+    if no_data:
+        say("inputs: file checks skipped (--no-data); a trial that finds bad data stops the sweep")
 
 
 def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: int | None, dashboard: bool) -> None:
@@ -131,6 +151,7 @@ def submit(
             extra_args=list(ctx.args),
         )  # fmt: skip
         typer.echo(f"submitted job {job}")
+        typer.echo("inputs: checked here without files; the job checks data roots and weights first, on the cluster")
         typer.echo(f"follow it: {cluster.follow_hint(target, job)}")
         typer.echo(f"status:    sweeper --address {target} status --job {job}")
         if wait:

@@ -36,6 +36,7 @@ _V1_FIELDS: list[pa.Field] = [
     pa.field("attempt", pa.int64()),
     pa.field("status", pa.string()),
     pa.field("error", pa.string()),
+    pa.field("error_log", pa.string()),  # the failed attempt's traceback file, relative to the sweep dir
     pa.field("dataset", pa.string()),
     pa.field("model", pa.string()),
     pa.field("normalizer", pa.string()),

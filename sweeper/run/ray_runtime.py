@@ -52,6 +52,9 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
     # Ray's own progress tables would interleave with the recorder's lines; the legacy
     # reporter is silent at verbose=0, the new output engine is not.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune logs every trial error with Ray's whole traceback; the recorder prints one line and the path
+    # of the traceback file instead (sweeper.run.trial_errors).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import ray
 
     if ray.is_initialized():

@@ -22,6 +22,8 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeper import results
+from sweeper.run import trial_errors
+from sweeper.run.abort import AbortStopper
 from sweeper.run.packing import PACK_KEY
 from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
 from sweeper.run.rows import summary_row
@@ -59,6 +61,9 @@ class SweepRecorder(Callback):
         self.say = progress
         self.progress_every_s = progress_every_s
         self._runs: dict[str, RunHandle] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
+        self.stopper = AbortStopper()
+        """Tune's ``stop=``: set at the first deterministic config error (sweeper.run.abort)."""
         self._attempt: dict[str, int] = {}
         self._started: dict[str, datetime] = {}
         self._history: dict[str, dict[int, dict[str, float]]] = {}
@@ -70,6 +75,7 @@ class SweepRecorder(Callback):
         self.counts = dict.fromkeys(results.STATUSES, 0)
         self._existing_attempts = self._scan_attempts()
         self._unlinked: list[tuple[RunHandle, dict[str, Any]]] = []
+        self._error_logs: dict[str, str] = {}
         self._recorded = self._scan_finished()
         """Trials whose final row is already on disk (finished just before a driver died):
         Tune may replay them from their last checkpoint; they must not be recorded twice."""
@@ -180,9 +186,35 @@ class SweepRecorder(Callback):
             self._finish(mid, config, status, "")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = _error_text(trial)
-        for mid, _, config in members_of(trial):
+        self._failed(trial, trial_errors.read(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune will retry the trial: right for a dead worker, pointless for a config error."""
+        error = trial_errors.read(trial)
+        if error.deterministic:
+            self._failed(trial, error)
+            return
+        for mid, _, _ in members_of(trial):  # Tune's own traceback dump is off (run.ray_runtime)
+            self.say(f"  ! trial {self._number(mid)} [{mid}] attempt {self._attempt.get(mid, 1)} failed "
+                     f"({error.message[:160]}); Tune retries it (resources.max_failures)")  # fmt: skip
+
+    def _failed(self, trial: Any, error: trial_errors.TrialError) -> None:
+        members = members_of(trial)
+        for mid, _, config in members:
             self._finish(mid, config, "failed", error)
+        if error.deterministic:
+            mid = members[0][0]
+            log = self._error_logs.get(mid)
+            if self.stopper.abort(self._number(mid), mid, error.message, log):
+                self.say(f"  ABORT: trial {self._number(mid)} [{mid}] has a configuration error every trial would "
+                         "repeat; starting no further trial")  # fmt: skip
+
+    def finish_open(self, reason: str) -> int:
+        """Record the trials an abort stopped mid-run (Tune sends no event for them); returns how many."""
+        open_ = [tid for tid in self._runs if tid not in self._finished and tid not in self._recorded]
+        for tid in open_:
+            self._finish(tid, self._configs.get(tid, {}), "stopped_early", reason, killed=True)
+        return len(open_)
 
     # --- one member ---------------------------------------------------------------------------
     def _start(self, tid: str, config: dict[str, Any]) -> None:
@@ -194,6 +226,7 @@ class SweepRecorder(Callback):
         self._attempt[tid] = self._attempt.get(tid, self._existing_attempts.get(tid, 0)) + 1
         self._started[tid] = datetime.now(UTC)
         self._finished.discard(tid)
+        self._configs[tid] = config
         params = self._params(config)
         n = self._number(tid)
         if self.tracker is not None:
@@ -241,10 +274,19 @@ class SweepRecorder(Callback):
             self.say(f"    trial {self._number(tid)} step {step}/{result.get('iterations', '?')}: {shown}")
 
     # --- the durable record ----------------------------------------------------------------
-    def _finish(self, tid: str, config: dict[str, Any], status: str, error: str) -> None:
+    def _finish(
+        self, tid: str, config: dict[str, Any], status: str, error: str | trial_errors.TrialError, killed: bool = False
+    ) -> None:
         if tid in self._finished or tid in self._recorded:
             return
         self._finished.add(tid)
+        attempt = self._attempt.get(tid, 1)
+        error_log = None
+        traceback = ""
+        if isinstance(error, trial_errors.TrialError):  # the message for the row, the traceback to a file
+            error_log = trial_errors.write_log(self.sweep_path, tid, attempt, error)
+            self._error_logs[tid] = error_log
+            error, traceback = error.message, error.traceback
         last = self._last.get(tid, {})
         history = _history_from(last) or [
             {"step": float(s), **m} for s, m in sorted(self._history.get(tid, {}).items())
@@ -252,9 +294,9 @@ class SweepRecorder(Callback):
         if status == "diverged" and not error:
             error = f"diverged at step {last.get('step')}"
         params = self._params(config)
-        attempt = self._attempt.get(tid, 1)
         run = self._runs.get(tid)
         row = self._row(tid, attempt, status, error, params, history, last, run)
+        row["error_log"] = error_log
         results.write_trial(self.sweep_path, row, self.metrics)
         if run is not None and run.run_id is None and self.tracker is not None:
             self._unlinked.append((run, row))  # MLflow is down: fill the run id in once it exists
@@ -266,13 +308,14 @@ class SweepRecorder(Callback):
             if self.best is None or (final > self.best[0] if maximize else final < self.best[0]):
                 self.best = (final, f"trial {self._number(tid)}")
         if self.tracker is not None and run is not None:
-            self.tracker.set_tags(run, {"status": status})
-            if error:
-                self.tracker.log_text(run, error, "error.txt")
-            self.tracker.end_run(run, "FAILED" if status == "failed" else "FINISHED")
+            tags = {"status": status, **({"error": error[:5000]} if error else {})}
+            self.tracker.set_tags(run, {**tags, **({"error_log": error_log} if error_log else {})})
+            if traceback:
+                self.tracker.log_text(run, traceback, "error.txt")
+            self.tracker.end_run(run, "KILLED" if killed else "FAILED" if status == "failed" else "FINISHED")
         shown = f"{self.ctx.metric}={final:.4g}" if isinstance(final, float) and math.isfinite(final) else ""
         mark = {"completed": "ok", "diverged": "DIVERGED", "stopped_early": "stopped", "failed": "FAILED"}[status]
-        detail = f" {error.splitlines()[0][:160]}" if status == "failed" and error else ""
+        detail = f" {error[:160]}" + (f" (traceback: {error_log})" if error_log else "") if status == "failed" else ""
         self.say(f"  {mark} trial {self._number(tid)} [{tid}] {status} {shown}{detail} | {self._status_line()}")
 
     def relink(self) -> int:
@@ -348,18 +391,6 @@ def _is_train_metric(key: str) -> bool:
     }  # fmt: skip
 
 
-def _error_text(trial: Any) -> str:
-    """The exception of a failed trial, last line first (the useful part of a traceback)."""
-    text = ""
-    for attr in ("error_file", "pickled_error_file"):
-        path = getattr(trial, attr, None)
-        if path and Path(path).is_file() and attr == "error_file":
-            text = Path(path).read_text(errors="replace")
-            break
-    if not text:
-        text = str(getattr(trial, "error_msg", "") or "trial failed")
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return (lines[-1] + "\n" + "\n".join(lines[:-1]))[:4000] if lines else "trial failed"
 
 
 def _fmt(v: Any) -> str:

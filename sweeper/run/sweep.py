@@ -214,6 +214,7 @@ def run_sweep(
     if resume:
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
         tuner._local_tuner.get_run_config().callbacks = [recorder]  # the pickled one is stale
+        tuner._local_tuner.get_run_config().stop = recorder.stopper  # so is its stopper
     else:
         tuner = tune.Tuner(
             trainable,
@@ -229,6 +230,7 @@ def run_sweep(
                 name=TUNE_DIR,
                 storage_path=str(sweep_path.resolve()),
                 callbacks=[recorder],
+                stop=recorder.stopper,  # the first deterministic config error ends the sweep (run.abort)
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -243,6 +245,10 @@ def run_sweep(
         progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
         raise
     clock.lap("trials")
+    if recorder.stopper.reason is not None:
+        from sweeper.run.abort import finish_aborted
+
+        raise finish_aborted(sweep_path, recorder, progress)
     outcome = finish_sweep(spec, sweep_path, recorder, progress)
     clock.lap("finish")
     outcome.timings = clock.laps

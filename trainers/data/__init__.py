@@ -9,12 +9,14 @@ shuffled epochs, as ``TrainConfig.sampling`` says. Sampling through an explicit
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from trainers.config import ConfigError, TrainConfig
-from trainers.data.procedural import ProceduralSource, blobs, grid, ring
+
+if TYPE_CHECKING:  # torch is imported where batches are made: the catalogue is read without it
+    import torch
+
+    from trainers.data.procedural import ProceduralSource
 
 PROCEDURAL = {
     "blobs": "8 coloured Gaussian bumps on a ring (procedural images, known modes; the demo)",
@@ -49,6 +51,8 @@ class DatasetSource:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def _indices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         if self.sampling == "replacement":
             return torch.randint(len(self), (n,), generator=generator)
         out = []
@@ -62,6 +66,8 @@ class DatasetSource:
         return torch.cat(out)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         return torch.stack([self._item(int(i)) for i in self._indices(n, generator)])
 
     def _item(self, i: int) -> torch.Tensor:
@@ -77,6 +83,8 @@ class DatasetSource:
 
 def make_source(cfg: TrainConfig) -> ProceduralSource | DatasetSource:
     """The batch source for ``cfg.dataset``; unknown names list the valid ones."""
+    from trainers.data.procedural import blobs, grid, ring
+
     if cfg.dataset == "blobs":
         return blobs(cfg.resolution, cfg.channels)
     if cfg.dataset == "ring":

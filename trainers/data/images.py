@@ -39,7 +39,6 @@ DataLoader with workers for throughput.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +48,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from trainers.config import ConfigError, TrainConfig
+from trainers.data import layout
+from trainers.data.layout import IMAGE_EXTENSIONS, URL
+
+__all__ = ["DATASET_INFO", "IMAGE_EXTENSIONS", "channels_of", "list_images", "load_dataset", "resolution_of"]
 
 DATASET_INFO: dict[str, str] = {
     "cifar10": "CIFAR-10 train split, 50k images, 32 px (torchvision layout: data_root/cifar-10-batches-py)",
@@ -60,15 +63,6 @@ DATASET_INFO: dict[str, str] = {
 }
 
 _RESOLUTION = {"cifar10": 32, "stl10": 48, "celeba": 64, "imagenet": 128, "mnist": 28, "folder": 64}
-_CHANNELS = {"cifar10": 3, "stl10": 3, "celeba": 3, "imagenet": 3, "mnist": 1}
-_URL = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html",
-    "stl10": "https://cs.stanford.edu/~acoates/stl10/",
-    "celeba": "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
-    "imagenet": "https://image-net.org/download.php",
-    "mnist": "https://yann.lecun.com/exdb/mnist/",
-}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 CELEBA_CROP = 128
 STL10_SIDE = 96
 _CHUNK = 1024
@@ -84,7 +78,7 @@ def resolution_of(name: str) -> int:
 
 def channels_of(name: str) -> int:
     """Image channels of a dataset (``folder`` converts to whatever ``channels`` asks: 3 here)."""
-    return _CHANNELS.get(name, 3)
+    return layout.CHANNELS.get(name, 3)
 
 
 # --- datasets ------------------------------------------------------------------------
@@ -182,27 +176,7 @@ def resize_uint8(x: torch.Tensor, resolution: int, antialias: bool) -> torch.Ten
 
 def list_images(root: Path) -> list[Path]:
     """All image files under ``root`` (recursive, sorted, hidden entries skipped)."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        keep = [f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-        found += [Path(dirpath) / f for f in keep]
-    return sorted(found)
-
-
-def _missing(name: str, what: str, root: Path, expected: Path | str) -> ConfigError:
-    url = f"; download it from {_URL[name]}" if name in _URL else ""
-    return ConfigError(
-        f"dataset {name!r}: no {what} under {root} (expected {expected}){url} and set `data_root`"
-    )
-
-
-def _check_channels(name: str, cfg: TrainConfig) -> None:
-    if name in _CHANNELS and cfg.channels != _CHANNELS[name]:
-        raise ConfigError(
-            f"dataset {name!r} has {_CHANNELS[name]} channel(s): set `channels: {_CHANNELS[name]}` "
-            f"(got {cfg.channels})"
-        )
+    return sorted(layout.iter_images(root))
 
 
 def _antialias(name: str, resolution: int) -> bool:
@@ -216,18 +190,13 @@ def _antialias(name: str, resolution: int) -> bool:
 def _cifar10(root: Path, cfg: TrainConfig) -> Dataset:
     from torchvision.datasets import CIFAR10
 
-    if root.name == "cifar-10-batches-py":  # pointing at the inner folder is a common slip
-        root = root.parent
-    folder = root / "cifar-10-batches-py"
-    needed = [f for f, _ in CIFAR10.train_list] + [CIFAR10.meta["filename"]]
-    if not folder.is_dir() or any(not (folder / f).is_file() for f in needed):
-        raise _missing("cifar10", "CIFAR-10 data", root, folder)
+    root = layout.locate("cifar10", root)
     try:
         ds = CIFAR10(str(root), train=True, download=False)
     except RuntimeError as e:  # torchvision's MD5 check
         raise ConfigError(
-            f"dataset 'cifar10': files under {folder} failed torchvision's MD5 check ({e}); "
-            f"re-download from {_URL['cifar10']}"
+            f"dataset 'cifar10': files under {root / layout.CIFAR10_DIR} failed torchvision's MD5 check ({e}); "
+            f"re-download from {URL['cifar10']}"
         ) from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     images = resize_uint8(images, cfg.resolution, _antialias("cifar10", cfg.resolution))
@@ -235,18 +204,7 @@ def _cifar10(root: Path, cfg: TrainConfig) -> Dataset:
 
 
 def _stl10(root: Path, cfg: TrainConfig) -> Dataset:
-    if root.name == "stl10_binary":
-        root = root.parent
-    path = root / "stl10_binary" / "unlabeled_X.bin"
-    if not path.is_file():
-        raise _missing("stl10", "STL-10 unlabeled images", root, path)
-    per_image = 3 * STL10_SIDE * STL10_SIDE
-    size = path.stat().st_size
-    if size == 0 or size % per_image:
-        raise ConfigError(
-            f"dataset 'stl10': {path} has {size} bytes, not a multiple of {per_image} (truncated?); "
-            f"re-download from {_URL['stl10']}"
-        )
+    path = layout.locate("stl10", root)
     # Same layout as torchvision's STL10: (N, 3, 96, 96) stored column-major per channel.
     raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, STL10_SIDE, STL10_SIDE)
     antialias = _antialias("stl10", cfg.resolution)
@@ -264,56 +222,24 @@ def _stl10(root: Path, cfg: TrainConfig) -> Dataset:
 def _mnist(root: Path, cfg: TrainConfig) -> Dataset:
     from torchvision.datasets import MNIST
 
-    raw = root / "MNIST" / "raw"
-    needed = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ]
-    if any(not (raw / f).is_file() for f in needed):
-        raise _missing("mnist", "MNIST data", root, raw / needed[0])
-    ds = MNIST(str(root), train=True, download=False)
+    ds = MNIST(str(layout.locate("mnist", root)), train=True, download=False)
     images = ds.data.unsqueeze(1).contiguous()
     return TensorImages(resize_uint8(images, cfg.resolution, _antialias("mnist", cfg.resolution)), "mnist")
 
 
 def _celeba(root: Path, cfg: TrainConfig) -> Dataset:
-    # torchvision's CelebA wants five annotation files we do not use; accept the image folder.
-    candidates = [root / "celeba" / "img_align_celeba", root / "img_align_celeba", root]
-    folder = next((c for c in candidates if c.is_dir() and any(_shallow_images(c))), None)
-    if folder is None:
-        raise _missing("celeba", "CelebA images", root, root / "celeba" / "img_align_celeba" / "000001.jpg")
-    files = list_images(folder)
+    files = list_images(layout.locate("celeba", root))
     return ImageFiles(files, cfg.resolution, 3, CELEBA_CROP, _antialias("celeba", cfg.resolution), "celeba")
 
 
 def _imagenet(root: Path, cfg: TrainConfig) -> Dataset:
-    folder = root / "train" if (root / "train").is_dir() else root
-    files = list_images(folder) if folder.is_dir() else []
-    if not files:
-        raise _missing("imagenet", "ImageNet images", root, root / "train" / "n01440764" / "*.JPEG")
+    files = list_images(layout.locate("imagenet", root))
     return ImageFiles(files, cfg.resolution, 3, None, _antialias("imagenet", cfg.resolution), "imagenet")
 
 
 def _folder(root: Path, cfg: TrainConfig) -> Dataset:
-    files = list_images(root) if root.is_dir() else []
-    if not files:
-        raise ConfigError(
-            f"dataset 'folder': no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}; "
-            "set `data_root` to a folder of images"
-        )
-    if cfg.channels not in (1, 3):
-        raise ConfigError(f"dataset 'folder' supports `channels` 1 or 3, got {cfg.channels}")
+    files = list_images(layout.locate("folder", root))
     return ImageFiles(files, cfg.resolution, cfg.channels, None, True, "folder")
-
-
-def _shallow_images(folder: Path):
-    """Image files directly in ``folder`` (cheap existence probe, no recursion)."""
-    with os.scandir(folder) as it:
-        for entry in it:
-            if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                yield entry
 
 
 _LOADERS = {
@@ -331,9 +257,5 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
     name = cfg.dataset
     if name not in _LOADERS:
         raise ConfigError(f"unknown image dataset {name!r}; valid: {', '.join(DATASET_INFO)}")
-    if not cfg.data_root:
-        where = f" from {_URL[name]}" if name in _URL else ""
-        raise ConfigError(f"dataset {name!r} needs `data_root`: download it{where} and set `data_root`")
-    _check_channels(name, cfg)
-    root = Path(cfg.data_root).expanduser()
-    return _LOADERS[name](root, cfg)
+    layout.check_config(name, cfg.data_root, cfg.channels)
+    return _LOADERS[name](Path(str(cfg.data_root)).expanduser(), cfg)

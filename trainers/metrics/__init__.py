@@ -9,10 +9,10 @@ models but are not comparable to published Inception numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from trainers.config import ConfigError, TrainConfig
+from trainers.metrics.inputs import check_fit
 from trainers.metrics.modes import MODE_METRICS, mode_metrics
 
 IMAGE_METRICS = {
@@ -25,7 +25,10 @@ IMAGE_METRICS = {
 }
 METRICS: dict[str, str] = {**MODE_METRICS, **IMAGE_METRICS}
 
-Evaluator = Callable[[torch.Tensor], dict[str, float]]
+if TYPE_CHECKING:  # the catalogue (METRICS) is read by the sweep service without torch
+    import torch
+
+Evaluator = Callable[["torch.Tensor"], dict[str, float]]
 
 
 def evaluation_facts(cfg: TrainConfig) -> dict[str, int | str | None]:
@@ -74,11 +77,11 @@ def make_evaluator(cfg: TrainConfig, source: object) -> Evaluator:
     wanted_modes = [m for m in cfg.metrics if m in MODE_METRICS]
     wanted_images = [m for m in cfg.metrics if m in IMAGE_METRICS]
     centers = getattr(source, "centers", None)
-    if wanted_modes and centers is None:
-        raise ConfigError(
-            f"metrics {', '.join(wanted_modes)} need a dataset with known modes (blobs, ring, grid), "
-            f"not {cfg.dataset!r}; use fid_small/kid_small/is_small (or fid/kid/is with Inception weights)"
-        )
+    shape = getattr(source, "sample_shape", None)
+    check_fit(
+        wanted_modes, wanted_images, cfg.dataset, has_modes=centers is not None,
+        kind="points" if shape is not None and len(shape) != 3 else "images", channels=cfg.channels,
+    )  # fmt: skip
     image_eval: Evaluator | None = None
     if wanted_images:
         from trainers.metrics.fid import make_image_evaluator  # scipy/torchvision only when needed

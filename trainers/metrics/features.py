@@ -18,15 +18,19 @@ local file whose sha256 matches the 2015-12-05 TF graph conversion.
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainers.config import ConfigError
+from trainers.metrics.inputs import (  # the weights rules live there (no torch); re-exported here
+    INCEPTION_FILE,  # noqa: F401
+    INCEPTION_SHA256_PREFIX,  # noqa: F401
+    SMALL_SUFFIX,
+    check_inception_weights,
+    sha256_of,  # noqa: F401
+)
 
 SMALL_NAME = "seeded-small-v1"
 SMALL_SEED = 0
@@ -40,10 +44,6 @@ SMALL_LOGIT_GAIN = 3.0
 """Std of the small net's logits: large enough that softmax is far from uniform, so IS varies."""
 
 INCEPTION_NAME = "inception-v3-tf-2015-12-05"
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_SHA256_PREFIX = "6726825d"
-"""torch.hub names weight files by their sha256 prefix; pytorch-fid's ``pt_inception-...`` and
-torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` both carry this one."""
 IS_CLASSES = 1000
 """The paper's IS slices the 1008 Inception logits to the 1000 ImageNet classes (PAPER.md §4)."""
 
@@ -92,7 +92,7 @@ class SmallFeatureExtractor(FeatureExtractor):
 
     name = SMALL_NAME
     identity = SMALL_NAME
-    metric_suffix = "_small"
+    metric_suffix = SMALL_SUFFIX
     dim = 64
 
     def __init__(self) -> None:
@@ -137,20 +137,6 @@ def small() -> SmallFeatureExtractor:
 # --- InceptionV3 ----------------------------------------------------------------------
 
 
-def sha256_of(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _refuse(path: str | None) -> ConfigError:
-    return ConfigError(
-        f"Inception weights not found at {path}: set `inception_weights` (path to {INCEPTION_FILE})"
-    )
-
-
 class InceptionExtractor(FeatureExtractor):
     """TF-comparable InceptionV3 (the 2015-12-05 graph, via torch-fidelity's port).
 
@@ -188,15 +174,7 @@ def inception(weights_path: str | None, check_hash: bool = True) -> InceptionExt
     comparability). Raises ConfigError when the file is missing, its sha256 is not
     the expected graph's (``check_hash``), or neither package is installed.
     """
-    if not weights_path or not os.path.isfile(weights_path):
-        raise _refuse(weights_path)
-    digest = sha256_of(weights_path)
-    if check_hash and not digest.startswith(INCEPTION_SHA256_PREFIX):
-        raise ConfigError(
-            f"Inception weights at {weights_path} have sha256 {digest[:8]}..., expected "
-            f"{INCEPTION_SHA256_PREFIX}... ({INCEPTION_FILE}); other weights give FIDs not comparable "
-            "to published ones"
-        )
+    digest = check_inception_weights(weights_path, check_hash)  # the rule lives in metrics.inputs
     features = ["2048", "logits_unbiased"]
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

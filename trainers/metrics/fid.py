@@ -33,6 +33,7 @@ import torch
 
 from trainers.config import ConfigError, TrainConfig
 from trainers.metrics.features import FeatureExtractor
+from trainers.metrics.inputs import check_cache_dir, check_real_count
 
 CACHE_VERSION = 1
 REAL_SUBSET_SEED = 0
@@ -385,8 +386,11 @@ def make_image_evaluator(
     if big_wanted:
         groups.append((features.inception(getattr(cfg, "inception_weights", None)).to(device), big_wanted))
     cache_dir = getattr(cfg, "stats_cache_dir", None)
+    check_cache_dir(cache_dir)
     n_real_wanted = int(getattr(cfg, "eval_real_samples", None) or cfg.eval_samples)
     real_cache: dict[str, np.ndarray] = {}
+    if getattr(source, "dataset", None) is not None:  # before training, not at the first evaluation
+        check_real_count(wanted, min(n_real_wanted, len(source.dataset)), cfg.dataset)
 
     def real_data() -> Any:
         dataset = getattr(source, "dataset", None)

@@ -20,8 +20,10 @@ modes above perfect samples (STACK.md, Metrics).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where samples are scored: the catalogue is read without torch
+    import torch
 
 MODE_METRICS = {
     "mode_coverage": "max",
@@ -32,6 +34,8 @@ MODE_METRICS = {
 
 
 def mode_metrics(samples: torch.Tensor, centers: torch.Tensor, hq_radius: float) -> dict[str, float]:
+    import torch
+
     x = samples.detach().flatten(1).double()
     c = centers.flatten(1).double().to(x.device)
     k, n = len(c), len(x)

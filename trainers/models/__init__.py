@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from trainers.config import ConfigError, TrainConfig
+from trainers.data.layout import sample_kind
+from trainers.models.shapes import check_data
+
+if TYPE_CHECKING:  # the catalogue (MODELS) is read by the sweep service without torch
+    from torch import nn
 
 MODELS: dict[str, str] = {
     "sngan_cnn": "trainers.models.sngan_cnn:build",
@@ -30,6 +34,7 @@ def build(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """Build (G, D) for ``cfg.model``; D is returned un-normalized."""
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
+    check_data(cfg.model, cfg.dataset, sample_kind(cfg.dataset))
     module, func = MODELS[cfg.model].split(":")
     factory: Callable[[TrainConfig], tuple[nn.Module, nn.Module]] = getattr(importlib.import_module(module), func)
     return factory(cfg)

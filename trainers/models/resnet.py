@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import TrainConfig
+from trainers.models.shapes import check_resolution
 
 MAX_CHANNELS = 1024
 MIN_CHANNELS = 64
@@ -68,13 +69,8 @@ def num_blocks(resolution: int) -> int:
     Raises ConfigError unless ``resolution`` is 4 * 2**n with n >= 1, because every
     block doubles (or halves) the side.
     """
-    n = round(math.log2(resolution / 4)) if resolution > 0 else 0
-    if n < 1 or 4 * 2**n != resolution:
-        raise ConfigError(
-            f"`resolution` must be a power of two >= 8 for sngan_resnet (the paper's is 128), "
-            f"got {resolution}"
-        )
-    return n
+    check_resolution("sngan_resnet", resolution)
+    return round(math.log2(resolution / 4))
 
 
 def generator_channels(resolution: int) -> list[int]:

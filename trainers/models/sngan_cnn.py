@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import TrainConfig
+from trainers.models.shapes import check_resolution
 
 D_CHANNELS = (64, 64, 128, 128, 256, 256, 512)
 # (kernel, stride) of the 7 conv layers; padding 1 everywhere matches TF "SAME".
@@ -28,8 +29,7 @@ class Generator(nn.Module):
 
     def __init__(self, resolution: int, channels: int = 3, latent_dim: int = 128, width: float = 1.0):
         super().__init__()
-        if resolution % 8:
-            raise ConfigError(f"`resolution` must be a multiple of 8 for sngan_cnn, got {resolution}")
+        check_resolution("sngan_cnn", resolution)
         self.latent_dim = latent_dim
         self.mg = resolution // 8
         c = [_c(n, width) for n in G_CHANNELS]
@@ -61,8 +61,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, resolution: int, channels: int = 3, width: float = 1.0):
         super().__init__()
-        if resolution % 8:
-            raise ConfigError(f"`resolution` must be a multiple of 8 for sngan_cnn, got {resolution}")
+        check_resolution("sngan_cnn", resolution)
         c = [channels] + [_c(n, width) for n in D_CHANNELS]
         layers: list[nn.Module] = []
         for (cin, cout), (k, s) in zip(zip(c[:-1], c[1:], strict=True), D_KERNELS, strict=True):
