@@ -205,9 +205,9 @@ def test_validate_json_for_a_preset() -> None:
     # with the file checks (the default), the missing data and weights are named in one pass
     result = runner.invoke(app, ["validate", "cifar10-scale"])
     assert result.exit_code == 2
-    assert [line.split(": ")[2] for line in result.output.splitlines()] == [
-        "train.data_root", "train.inception_weights"
-    ], result.output
+    named = [line.split(": ")[2] for line in result.output.splitlines()]
+    assert named[:2] == ["train.data_root", "train.inception_weights"], result.output
+    assert set(named[2:]) <= {"resources.gpus_per_trial", "resources.cpus_per_trial"}  # this machine's capacity
 
 
 def test_iteration_totals() -> None:
@@ -220,9 +220,9 @@ def test_iteration_totals() -> None:
 def test_validate_checks_this_machine_unless_no_data(monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, whatever machine runs the test
     result = runner.invoke(app, ["validate", "cifar10-scale"])
-    assert (
-        result.exit_code == 2 and "resources.gpus_per_trial: 1 GPU(s) per trial but this machine has 0" in result.output
-    )
+    assert result.exit_code == 2
+    assert "'cifar10-scale': resources.gpus_per_trial: 1 GPU(s) per trial but this machine has 0" in result.output
+    assert "train.data_root" in result.output  # the inputs and the machine in one pass
     assert runner.invoke(app, ["validate", "cifar10-scale", "--no-data"]).exit_code == 0
 
 

@@ -27,18 +27,17 @@ def validate(
 
     def go() -> None:
         from sweeper import spec as specmod
-        from sweeper.spec import preflight
+        from sweeper.spec import SpecError, preflight
 
         label, text = specmod.resolve_source(spec)
         s = specmod.parse(text, label)
-        inputs = preflight.check(s, label, files=not no_data)
+        lines, inputs = preflight.problems(s, label, files=not no_data)
         if not no_data and not (g.address or os.environ.get("RAY_ADDRESS")):  # a cluster's: when connected
-            from sweeper.errors import SweepError
             from sweeper.run.capacity import capacity_problems, local_capacity
 
-            problems = capacity_problems(s.resources, local_capacity())
-            if problems:
-                raise SweepError(problems)
+            lines += [f"{label}: {line}" for line in capacity_problems(s.resources, local_capacity())]
+        if lines:
+            raise SpecError(lines)  # the inputs and this machine, every problem at once
         summary = {
             "name": s.name,
             "trials": s.n_trials,

@@ -295,8 +295,7 @@ class SweepRecorder(Callback):
             error = f"diverged at step {last.get('step')}"
         params = self._params(config)
         run = self._runs.get(tid)
-        row = self._row(tid, attempt, status, error, params, history, last, run)
-        row["error_log"] = error_log
+        row = self._row(tid, attempt, status, error, error_log, params, history, last, run)
         results.write_trial(self.sweep_path, row, self.metrics)
         if run is not None and run.run_id is None and self.tracker is not None:
             self._unlinked.append((run, row))  # MLflow is down: fill the run id in once it exists
@@ -334,6 +333,7 @@ class SweepRecorder(Callback):
         attempt: int,
         status: str,
         error: str,
+        error_log: str | None,
         params: dict[str, Any],
         history: list[dict[str, float]],
         last: dict[str, Any],
@@ -344,6 +344,7 @@ class SweepRecorder(Callback):
             sweep=self.sweep, trial_id=tid, attempt=attempt, status=status, error=error, params=params,
             history=history, last=last, metrics=self.metrics, directions=self.directions,
             started=self._started.get(tid, now), finished=now, run_id=run.run_id if run is not None else None,
+            error_log=error_log,
         )  # fmt: skip
 
 

@@ -35,6 +35,7 @@ def summary_row(
     started: datetime,
     finished: datetime,
     run_id: str | None = None,
+    error_log: str | None = None,
 ) -> dict[str, Any]:
     """The summary row of one attempt (schema v2).
 
@@ -42,7 +43,8 @@ def summary_row(
     evaluation history (``step`` + metrics per evaluation); ``last`` the last result the trial
     reported. ``final_M`` is M at the last evaluation (NaN when that evaluation could not compute
     it, e.g. a diverged G), ``best_M`` the best finite M during training with its step. ``error``
-    is None when there is none; the evaluation facts come from the configuration through
+    is None when there is none, ``error_log`` the traceback file of a failed attempt; the evaluation
+    facts come from the configuration through
     ``trainers.metrics.evaluation_facts``, which the evaluator itself follows.
     """
     from trainers.config import TrainConfig
@@ -55,6 +57,7 @@ def summary_row(
         "attempt": int(attempt),
         "status": status,
         "error": error or None,
+        "error_log": error_log,
         "steps_done": int(last.get("step", 0)) if last else 0,
         **evaluation_facts(cfg),
         "wall_seconds": (finished - started).total_seconds(),
