@@ -43,7 +43,8 @@ EXPECTED_TRIALS = {
     "lecun-scale": 13 * 5,  # 65
     "no-sn": 2 * 5,  # 10: {hinge, wgan_gp}
     "paper-table1": (27 + 19 + 14 + 14 + 8) * 5,  # 410: Table 1, ImageNet with 5 seeds
-    "demo": 6 * 2,
+    "demo": (2 * 6 + 1) * 3,  # 39: {sn, bsn} x 6 scales + none, 3 seeds
+    "demo-search": 10 * 2,
 }
 
 
@@ -59,12 +60,15 @@ def test_preset_validates_with_the_paper_count(name: str) -> None:
     assert s.name == name
     assert s.n_trials == EXPECTED_TRIALS[name]
     assert specmod.SweepSpec.model_validate(s.model_dump(mode="json")) == s  # what `resume` re-reads
-    if name != "demo":
+    if name != "demo-search":
         assert s.is_grid and s.n_configurations * len(s.seeds) == s.n_trials
         assert s.objective.metric in s.train_metrics
 
 
-@pytest.mark.parametrize("name", sorted(set(EXPECTED_TRIALS) - {"demo"}))
+DEMOS = {"demo", "demo-search"}
+
+
+@pytest.mark.parametrize("name", sorted(set(EXPECTED_TRIALS) - DEMOS))
 def test_preset_header_names_what_it_reproduces(name: str) -> None:
     text = resources.files("search_spaces").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     assert text.startswith("# Reproduces paper ")
@@ -214,7 +218,7 @@ def test_iteration_totals() -> None:
     """``n_iterations`` counts each trial's own length (STL10 n_dis 1 blocks run 800k)."""
     assert specmod.load("stl10-optim").n_iterations == (8 * 800_000 + 2 * 400_000) * 5
     assert specmod.load("cifar10-scale").n_iterations == 230 * 400_000
-    assert specmod.load("demo").n_iterations == 12 * 240
+    assert specmod.load("demo").n_iterations == 39 * 1000
 
 
 def test_validate_checks_this_machine_unless_no_data(monkeypatch) -> None:
@@ -230,7 +234,7 @@ def test_paper_presets_leave_large_scales_running() -> None:
     """The sweep hands trials an infinite threshold: only NaN/Inf stop a c = 10 run (|loss| ~ 3e6 at step 2)."""
     from sweeper.run.sweep import fixed_and_context
 
-    for name in sorted(set(EXPECTED_TRIALS) - {"demo"}):
+    for name in sorted(set(EXPECTED_TRIALS) - DEMOS):
         fixed, _ = fixed_and_context(specmod.load(name), 1)
         assert fixed["divergence_threshold"] == float("inf"), name
 

@@ -178,8 +178,8 @@ def _suggestions(spec: specmod.SweepSpec, n: int) -> list[dict[str, Any]]:
 
 def test_seeded_tpe_is_reproducible() -> None:
     """Two fresh searchers of one seeded spec propose the same configurations (no Ray cluster needed)."""
-    text = specmod.preset_text("demo").replace("trials: 6 ", "trials: 12")
-    spec = specmod.parse(text, "demo")
+    text = specmod.preset_text("demo-search").replace("trials: 10 ", "trials: 12")
+    spec = specmod.parse(text, "demo-search")
     assert spec.search.sampler == "tpe" and spec.search.trials == 12
     n = spec.n_trials  # 12 configurations x 2 seeds: past TPE's 6 random start-up trials
     first, second = _suggestions(spec, n), _suggestions(spec, n)
@@ -188,7 +188,7 @@ def test_seeded_tpe_is_reproducible() -> None:
     assert len(configs) == 12 and len({repr(sorted(c.items())) for c in configs}) > 6
     assert all(first[i + 1]["__trial_index__"] == 1 and first[i]["scale"] == first[i + 1]["scale"]
                for i in range(0, n, 2))  # fmt: skip  # each configuration once per seed
-    other = specmod.parse(text.replace("seed: 0", "seed: 1"), "demo")
+    other = specmod.parse(text.replace("seed: 0", "seed: 1"), "demo-search")
     assert _suggestions(other, n) != first
 
 

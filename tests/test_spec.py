@@ -402,14 +402,14 @@ def test_yaml_1_2_floats_and_int_coercion() -> None:
 def test_validate_ok_text_and_json() -> None:
     result = runner.invoke(app, ["validate", "demo"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("demo: ok\n  trials: 12 (6 configurations x 2 seeds)")
+    assert result.output.startswith("demo: ok\n  trials: 39 (13 configurations x 3 seeds)")
     result = runner.invoke(app, ["validate", "demo", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert {"name", "trials", "parameters"} <= set(summary)
     assert summary["name"] == "demo"
-    assert isinstance(summary["trials"], int) and summary["trials"] == 12
-    assert summary["parameters"] == ["normalizer", "scale", "lr_g", "lr_d", "n_dis"]
+    assert isinstance(summary["trials"], int) and summary["trials"] == 39
+    assert summary["parameters"] == ["normalizer", "scale"]
 
 
 def test_validate_json_of_a_union(tmp_path: Path) -> None:
