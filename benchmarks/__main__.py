@@ -86,6 +86,8 @@ def main() -> None:
             "4. Search efficiency: TPE + ASHA vs the full grid", "benchmarks.bench_search", "run",
             {"replays": 5 if q else 30}, _render_search,
         ),
+        ("4b. The demo: wall time and the distribution of its metric", "benchmarks.bench_demo", "run", {},
+         _render_demo),
         (
             "5. Packed training throughput (K=16 vs 16 sequential trials)", "benchmarks.bench_packed", "run",
             {"steps": 5, "repeats": 1} if q else {}, _render_packed,
@@ -156,26 +158,51 @@ def _render_sweep(r: dict[str, Any]) -> str:
 
 def _render_search(r: dict[str, Any]) -> str:
     live = r["live_tpe_asha"]
+    q = r["grid_quantiles"]
     lines = [
         f"Grid: {r['grid_trials']} configurations, best mode_coverage **{r['grid_best']:.3f}** "
         f"({r['grid_configs_within_2pct_of_best']} configuration(s) within 2% of it; "
-        f"{r['grid_share_scoring_zero']:.0%} score 0).",
+        f"{r['grid_share_scoring_zero']:.0%} score 0; quartiles {q['0.25']:.3f} / {q['0.5']:.3f} / {q['0.75']:.3f}).",
         "",
-        f"- Live TPE+ASHA sweep: {live['trials']} trials ({live['stopped_early']} stopped early), best "
+        f"- Live TPE+ASHA sweep: {live['trials']} trials ({live['stopped_early']} stopped early by ASHA), best "
         f"{live['best']:.3f}: **gap {live['gap']:.1%}** with **{live['compute_ratio']:.2f}x** the grid's compute.",
-        f"- Replays over the grid's recorded curves, {r['replays']} sampler seeds each, budget "
-        f"{r['replay_budget']}:",
+        f"- Replays over the grid's recorded curves, {r['replays']} sampler seeds each (the grid in its order: "
+        f"one), budget {r['replay_budget']}:",
         "",
-        "| strategy | median gap | seeds within 2% | median trials | median best at 0.10 / 0.20 / 0.33 / 0.50 / 1.00 "
-        "of the grid's compute |",
-        "|---|---|---|---|---|",
+        "| strategy | median gap | seeds within 2% | median trials | stopped by ASHA | median best at "
+        "0.10 / 0.20 / 0.33 / 0.50 / 1.00 of the grid's compute |",
+        "|---|---|---|---|---|---|",
     ]
     for name, x in r["replayed"].items():
         curve = " / ".join(f"{v:.3f}" for v in x["median_best_vs_compute"].values())
         lines.append(
-            f"| {name} | {x['median_gap']:.1%} | {x['share_within_target']:.0%} | {x['median_trials']:g} | {curve} |"
+            f"| {name} | {x['median_gap']:.1%} | {x['share_within_target']:.0%} | {x['median_trials']:g} | "
+            f"{x['share_stopped']:.0%} | {curve} |"
         )
     lines += ["", f"Targets: {r['targets']}."]
+    return "\n".join(lines)
+
+
+def _render_demo(r: dict[str, Any]) -> str:
+    q = r["quantiles"]
+    lines = [
+        f"`sweeper run` (the `{r['preset']}` preset, README's first command without the install) in a fresh "
+        f"process and folder: **{r['wall_s']:.0f} s** wall for {r['trainings']} trainings (target <= "
+        f"{r['target_s']:.0f} s on 2 cores). It printed: `{r['finished_line']}`",
+        "",
+        f"The objective `{r['metric']}` over the grid: {r['share_exact_zero']:.0%} exact zeros; quantiles "
+        f"0 / 25 / 50 / 75 / 100%: {' / '.join(f'{v:.3f}' for v in q.values())}.",
+        "",
+        "| normalizer | scales | spread across scales (SD of per-scale means) | spread across seeds (pooled SD) "
+        "| per-scale means from .. to |",
+        "|---|---|---|---|---|",
+    ]
+    for norm, x in r["spread"].items():
+        lines.append(
+            f"| {norm} | {x['scales']} | {x['across_scales_sd']:.3f} | {x['across_seeds_sd']:.3f} | "
+            f"{x['min_scale_mean']:.3f} .. {x['max_scale_mean']:.3f} |"
+        )
+    lines += ["", "The report's headline, verbatim:", ""] + [f"> {line}" for line in r["headline"]]
     return "\n".join(lines)
 
 
