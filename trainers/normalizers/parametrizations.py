@@ -24,12 +24,21 @@ class _Normalize(nn.Module):
 
     One state: SN / SNConv. Two states (dim c_out and dim c_in): BSN, whose
     sigma = (sigma_1 + sigma_2) / 2 (PAPER.md §1.4).
+
+    ``scale`` is a 0-dim *non-persistent buffer* in the weight's dtype, not a Python
+    float: ``torch.func.stack_module_state`` then stacks the members' scales like any
+    other buffer, so packed training (trainers.packed) runs one module definition for
+    members with different c. It stays out of ``state_dict`` (the config holds c), and
+    ``reciprocal() * scale`` is what ``float / tensor`` computed before, bit for bit.
     """
 
-    def __init__(self, powers: list[_PowerState], scale: float, gamma_owner: nn.Module | None) -> None:
+    scale: Tensor
+
+    def __init__(self, powers: list[_PowerState], scale: float, gamma_owner: nn.Module | None, like: Tensor) -> None:
         super().__init__()
         self.powers = nn.ModuleList(powers)
-        self.scale = float(scale)
+        c = torch.tensor(float(scale), dtype=like.dtype, device=like.device)
+        self.register_buffer("scale", c, persistent=False)
         # a plain (unregistered) reference: the gamma Parameter belongs to its owner
         # (root or layer), so it appears once in state_dict / parameters()
         object.__setattr__(self, "_gamma_owner", gamma_owner)
@@ -49,7 +58,7 @@ class _Normalize(nn.Module):
     def _normalize(self, weight: Tensor) -> Tensor:
         # W * (c / sigma) rather than W / sigma * c: one multiply over W (and a cheaper
         # backward than division's) with scale and gamma folded into the scalar
-        coef = self.scale / self.sigma(weight)
+        coef = self.sigma(weight).reciprocal() * self.scale
         if self._gamma_owner is not None:
             coef = coef * getattr(self._gamma_owner, GAMMA_NAME)
         return weight * coef
@@ -59,7 +68,7 @@ class _Normalize(nn.Module):
             p.step(weight)  # type: ignore[operator]
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, gamma={'yes' if self._gamma_owner is not None else 'no'}"
+        return f"scale={float(self.scale)}, gamma={'yes' if self._gamma_owner is not None else 'no'}"
 
 
 class _GammaBias(nn.Module):
@@ -141,7 +150,7 @@ def _spectral(base: str, gamma: str | None) -> Callable[[nn.Module, float, dict[
                 powers = [_MatrixPower(w, od, eps, through), _MatrixPower(w, 1 - od, eps, through)]
             else:  # sn; snconv on Linear; bsn on Linear / 1x1 conv (the two reshapes are transposes)
                 powers = [_MatrixPower(w, od, eps, through)]
-            parametrize.register_parametrization(m, "weight", _Normalize(powers, scale, owner))
+            parametrize.register_parametrization(m, "weight", _Normalize(powers, scale, owner, w))
             if owner is not None and m.bias is not None:
                 parametrize.register_parametrization(m, "bias", _GammaBias(owner))
             if isinstance(powers[0], _ConvPower):

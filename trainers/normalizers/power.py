@@ -18,6 +18,38 @@ from torch import Tensor, nn
 
 from trainers.normalizers.common import _l2n, _matrix, raw_weight
 
+_functorch = torch._C._functorch
+
+
+def _physical(t: Tensor) -> Tensor | None:
+    """The tensor whose version counter and storage identify ``t`` for the forward cache.
+
+    ``t`` itself, or, under exactly one ``vmap`` (trainers.packed), the stacked tensor the
+    per-member wrapper stands for: vmap makes a fresh wrapper for every call, without a
+    version counter of its own, but the stacked parameters and buffers it wraps persist
+    and are written in place (by the optimizer, by ``step``) like a solo run's. Under
+    any other transform (``grad``, nested ``vmap``) None: no cache, recompute.
+    """
+    if not _functorch.is_functorch_wrapped_tensor(t):
+        return t
+    if _functorch.is_batchedtensor(t):
+        inner = _functorch.get_unwrapped(t)
+        if not _functorch.is_functorch_wrapped_tensor(inner):
+            return inner
+    return None
+
+
+def _mv(a: Tensor, x: Tensor) -> Tensor:
+    """``torch.mv(a, x)``; under vmap ``x @ a^T``, the same numbers (bitwise on CPU) but fast.
+
+    vmap turns ``mv`` into a matrix @ column-vector ``bmm``, which MKL runs 5x to 10x
+    slower than the row-vector @ matrix form that ``x @ a^T`` becomes; unbatched, ``mv``
+    is the faster of the two.
+    """
+    if _functorch.is_batchedtensor(a) or _functorch.is_batchedtensor(x):
+        return x @ a.t()
+    return torch.mv(a, x)
+
 
 class _PowerState(nn.Module):
     """One persisted power-iteration state for the top singular value of a linear map M(W).
@@ -35,17 +67,30 @@ class _PowerState(nn.Module):
     vectors are cached, never the normalized weight: a cached graph node would break
     a second ``backward`` (D(real).backward(); D(fake).backward()) or leak a no-grad
     result into a grad-mode forward.
+
+    The cached vectors live in two non-persistent buffers (``_cq``, ``_cp``; not in
+    ``state_dict``) rather than in Python attributes, so ``torch.func.stack_module_state``
+    stacks them with u and v and a ``vmap``'ed forward over stacked members reads and
+    writes them like any buffer; see :func:`_physical` for the key under vmap. A forward
+    gets clones, because ``step`` overwrites the buffers in place.
     """
 
     _u: Tensor
     _v: Tensor
+    _cq: Tensor
+    _cp: Tensor
 
     def __init__(self, eps: float, grad_through_uv: bool) -> None:
         super().__init__()
         self.eps = eps
         self.grad_through_uv = grad_through_uv
         self._cache_key: tuple | None = None
-        self._cache_val: tuple[Tensor, Tensor] | None = None
+
+    def _register_vectors(self, u: Tensor, v: Tensor) -> None:
+        self.register_buffer("_u", u)
+        self.register_buffer("_v", v)
+        self.register_buffer("_cq", torch.zeros_like(v), persistent=False)  # cached q (v's side)
+        self.register_buffer("_cp", torch.zeros_like(u), persistent=False)  # cached u' (u's side)
 
     # subclasses: the operator and its adjoint, given the prepared weight
     def _prepare(self, weight: Tensor) -> Tensor:
@@ -71,29 +116,31 @@ class _PowerState(nn.Module):
             # version counters are not traceable, and inference tensors cannot be saved
             # for a later backward: recompute (a few matvecs) instead of caching
             return None
-        try:
-            return (
-                weight._version,
-                weight.data_ptr(),
-                weight.device,
-                weight.dtype,
-                self._u._version,
-                self._u.data_ptr(),
-            )
-        except RuntimeError:  # functorch wrappers / inference tensors have no version counter
+        w, u, cq = _physical(weight), _physical(self._u), _physical(self._cq)
+        if w is None or u is None or cq is None:
             return None
+        try:
+            return (w._version, w.data_ptr(), w.device, w.dtype, u._version, u.data_ptr(), cq.data_ptr())
+        except RuntimeError:  # inference tensors have no version counter
+            return None
+
+    @torch.no_grad()
+    def _store(self, key: tuple | None, q: Tensor, p: Tensor) -> None:
+        if key is not None:
+            self._cq.copy_(q)
+            self._cp.copy_(p)
+            self._cache_key = key
 
     def _iterate(self, weight: Tensor) -> tuple[Tensor, Tensor]:
         """(q, u') of one iteration from the stored u, without autograd, cached."""
         key = self._key(weight)
-        if key is not None and key == self._cache_key and self._cache_val is not None:
-            return self._cache_val
+        if key is not None and key == self._cache_key:
+            return self._cq.clone(), self._cp.clone()
         with torch.no_grad():
             op = self._prepare(weight.detach())
             q = _l2n(self._fwd(op, self._u), self.eps)
             p = _l2n(self._adj(op, q), self.eps)
-        if key is not None:
-            self._cache_key, self._cache_val = key, (q, p)
+        self._store(key, q, p)
         return q, p
 
     def sigma(self, weight: Tensor) -> Tensor:
@@ -129,11 +176,11 @@ class _PowerState(nn.Module):
         # iteration now and cache it, so the forwards of the next update only pair.
         key = self._key(weight)
         if key is not None:
-            self._cache_key, self._cache_val = key, (q, _l2n(self._adj(op, q), self.eps))
+            self._store(key, q, _l2n(self._adj(op, q), self.eps))
 
     def _apply(self, fn: Callable, recurse: bool = True) -> nn.Module:  # type: ignore[override]
         # .to()/.cuda()/.half() replace the buffers: drop the vectors cached for the old ones
-        self._cache_key, self._cache_val = None, None
+        self._cache_key = None
         return super()._apply(fn, recurse)
 
 
@@ -155,8 +202,7 @@ class _MatrixPower(_PowerState):
             # from a normal and iterates only during training)
             u = _l2n(torch.randn(wm.shape[0], dtype=wm.dtype, device=wm.device), eps)
             v = _l2n(torch.mv(wm.t(), u), eps)  # only so eval mode before update() is sane
-        self.register_buffer("_u", u)
-        self.register_buffer("_v", v)
+        self._register_vectors(u, v)
 
     def _prepare(self, weight: Tensor) -> Tensor:
         # Views only: a permuted copy of W per call would cost more than the matvecs.
@@ -173,18 +219,18 @@ class _MatrixPower(_PowerState):
     def _fwd(self, op: Tensor, x: Tensor) -> Tensor:  # W_m^T x
         if op.dim() == 3:  # sum_b x[b] W[a, b, k] -> (a, k)
             return torch.matmul(x, op).flatten()
-        return torch.mv(op.t(), x)
+        return _mv(op.t(), x)
 
     def _adj(self, op: Tensor, y: Tensor) -> Tensor:  # W_m y
         if op.dim() == 3:  # sum_{a,k} W[a, b, k] y[a, k] -> (b,)
             a, _, k = op.shape
             return torch.bmm(y.view(a, 1, k), op.transpose(1, 2)).sum(0).squeeze(0)
-        return torch.mv(op, y)
+        return _mv(op, y)
 
     def _pair(self, op: Tensor, q: Tensor, p: Tensor) -> Tensor:  # u'^T W_m v
         if op.dim() == 3:
             return torch.dot(q, self._fwd(op, p))
-        r = torch.mv(op, q)
+        r = _mv(op, q)
         return torch.dot(p.to(r.dtype), r)  # torch's spectral_norm order of operations
 
     def extra_repr(self) -> str:
@@ -221,8 +267,8 @@ class _ConvPower(_PowerState):
         self._seed = int(torch.randint(0, 2**62, (1,)).item())
         self._warned = False
         w = raw_weight(layer)
-        self.register_buffer("_u", torch.empty(0, dtype=w.dtype, device=w.device))
-        self.register_buffer("_v", torch.empty(0, dtype=w.dtype, device=w.device))
+        empty = torch.empty(0, dtype=w.dtype, device=w.device)
+        self._register_vectors(empty, empty.clone())
 
     @staticmethod
     def _numeric_padding(layer: nn.Conv2d | nn.ConvTranspose2d) -> tuple[int, int]:
@@ -285,7 +331,9 @@ class _ConvPower(_PowerState):
         v = _l2n(self._fwd(weight.detach(), u), self.eps)
         self._u.resize_(u.shape).copy_(u)
         self._v.resize_(v.shape).copy_(v)
-        self._cache_key, self._cache_val = None, None
+        self._cp.resize_(u.shape)
+        self._cq.resize_(v.shape)
+        self._cache_key = None
 
     def observe(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Forward pre-hook: learn the input spatial size at the first forward."""
@@ -310,7 +358,8 @@ class _ConvPower(_PowerState):
                 buf = getattr(self, name)
                 if isinstance(incoming, Tensor) and incoming.shape != buf.shape:
                     buf.resize_(incoming.shape)
-        self._cache_key, self._cache_val = None, None
+                    getattr(self, "_cp" if name == "_u" else "_cq").resize_(incoming.shape)
+        self._cache_key = None
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     def extra_repr(self) -> str:
