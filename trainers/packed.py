@@ -127,8 +127,9 @@ class _Stack:
     Buffers are stacked copies that the vmapped code updates in place.
     """
 
-    def __init__(self, modules: list[nn.Module]):
-        self.K, self.call = len(modules), _Call(_pack_layout(copy.deepcopy(modules[0])))
+    def __init__(self, modules: list[nn.Module], layout: bool = True, wide_bn: bool = False):
+        template = copy.deepcopy(modules[0])
+        self.K, self.call = len(modules), _Call(_pack_layout(template, wide_bn) if layout else template)
         params, buffers = stack_module_state(modules)  # type: ignore[arg-type]
         self.shapes = [p.shape[1:] for p in params.values()]
         self.flat = torch.cat([self._stored(p.detach()).reshape(self.K, -1) for p in params.values()], 1)
@@ -227,7 +228,7 @@ class _ChannelsLast(torch.autograd.Function):
         pass
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # under the penalty's torch.func.grad
         return grad
 
     @staticmethod
@@ -240,7 +241,8 @@ class _ChannelsLast(torch.autograd.Function):
 class _WideBatchNorm(torch.autograd.Function):
     """Train-mode ``F.batch_norm`` per member; under vmap one batch_norm over (N, K*C, ...), whose
     channels are (member, channel): per-member statistics, affine fused, layout kept (torch's own
-    vmap rule applies the affine separately on a permuted layout, 1.3x slower for G; docs/PACKED.md)."""
+    vmap rule applies the affine separately on a permuted layout, 1.3x slower for G; docs/PACKED.md).
+    No backward of its own: used in G only, which no transform differentiates twice."""
 
     generate_vmap_rule = False
 
@@ -268,13 +270,13 @@ def _wide_batch_norm(m: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
     return _WideBatchNorm.apply(x, m.running_mean, m.running_var, m.weight, m.bias, m.momentum, m.eps)
 
 
-def _pack_layout(module: nn.Module) -> nn.Module:
+def _pack_layout(module: nn.Module, wide_bn: bool) -> nn.Module:
     """The packed execution of the ordinary layers: channels-last from the first convolution on,
     BatchNorm as one wide BatchNorm (train mode). Per member, both are the module's own maths."""
     convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     if convs:
         convs[0].register_forward_pre_hook(lambda m, args: (_ChannelsLast.apply(args[0]), *args[1:]))
-    for m in module.modules():
+    for m in module.modules() if wide_bn else ():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats and m.momentum:
             m.forward = functools.partial(_wide_batch_norm, m)  # type: ignore[method-assign]
     return module
@@ -303,7 +305,8 @@ class PackedTrainer:
         if self.cfg.normalizer == "snconv":  # SNConv learns its input size at the first forward: now
             for t in self.members:
                 normalizers.materialize(t.D, t.generate(t.eval_z[:1]).to(self.device))
-        self.G, self.D = _Stack([t.G for t in self.members]), _Stack([t.D for t in self.members])
+        self.G = _Stack([t.G for t in self.members], wide_bn=True)
+        self.D = _Stack([t.D for t in self.members])
         betas = [c.beta1 for c in cfgs], [c.beta2 for c in cfgs]
         self.opt_g = _Adam(self.G.flat, [c.lr_g for c in cfgs], *betas)
         self.opt_d = _Adam(self.D.flat, [c.lr_d for c in cfgs], *betas)
@@ -459,7 +462,8 @@ class PackedTrainer:
         t = self.members[k]
         with self._member_rng(k):
             t.load_state_dict(state, f"member {k}")
-        t.status, t.error = state.get("status", "completed"), state.get("error", "")
+        t.status = "diverged" if state.get("status") == "diverged" else "completed"
+        t.error = state.get("error", "")
         self._sync(k, into_member=False)
 
     def state_dict(self) -> dict:
