@@ -209,13 +209,17 @@ def _render_demo(r: dict[str, Any]) -> str:
 def _render_packed(r: dict[str, Any]) -> str:
     from benchmarks.bench_packed import WORKLOADS
 
+    base = r.get("baseline")
     lines = [
-        f"K = {r['members']} members (normalizers cycling none/sn/bsn, different scales, lrs, betas, seeds), "
-        f"n_dis {r['n_dis']}, {r['threads']} thread(s) on both sides; {r['steps']} timed iterations, medians "
-        f"of {r['repeats']} interleaved repeats. Target >= {r['target']}x trial-iterations/s.",
+        f"K = {r['members']} members of one normalizer ({r.get('normalizer', 'sn')}; a pack shares it) with different "
+        f"scales, lrs, betas and seeds, n_dis {r['n_dis']}, {r['threads']} thread(s) on all sides; {r['steps']} timed "
+        f"iterations, medians of {r['repeats']} interleaved repeats. Target >= {r['target']}x trial-iterations/s."
+        + (f" *baseline*: the PackedTrainer of `{base}` (the implementation this one replaced, kept outside the "
+           "repository), timed in the same run on the same configurations." if base else ""),
         "",
-        "| workload | sequential trial-it/s | packed trial-it/s | **speedup (CPU time)** | speedup (wall) |",
-        "|---|---|---|---|---|",
+        "| workload | sequential trial-it/s | packed trial-it/s | **speedup (CPU time)** | speedup (wall) |"
+        + (" baseline trial-it/s | baseline speedup (CPU) | packed / baseline (CPU) |" if base else ""),
+        "|---|---|---|---|---|" + ("---|---|---|" if base else ""),
     ]
     for name, x in r["workloads"].items():
         w = WORKLOADS.get(name, {})
@@ -223,7 +227,9 @@ def _render_packed(r: dict[str, Any]) -> str:
         lines.append(
             f"| {name} ({desc}) | {x['sequential_cpu_trial_it_per_s']:.1f} | {x['packed_cpu_trial_it_per_s']:.1f} | "
             f"**{x['speedup_cpu']:.2f}x** | {x['speedup_wall']:.2f}x |"
-        )
+            + (f" {x['baseline_cpu_trial_it_per_s']:.1f} | {x['baseline_speedup_cpu']:.2f}x | "
+               f"{x['speedup_cpu'] / x['baseline_speedup_cpu']:.2f} |" if base else "")
+        )  # fmt: skip
     return "\n".join(lines)
 
 

@@ -1,19 +1,23 @@
 """Packed training (trainers.packed) vs the same trials one after another (trainers.loop.Trainer).
 
     python -m benchmarks.bench_packed [--members 16] [--steps 20] [--repeats 5] [--threads 1]
+                                      [--normalizer sn] [--baseline OTHER_PACKED.py]
     python -m benchmarks.bench_packed --equivalence      # float32 drift table for docs/PACKED.md
-    python -m benchmarks.bench_packed --layouts          # packed vs vmap vs a loop, D fwd+bwd
+    python -m benchmarks.bench_packed --layouts          # vmap's own rules vs the pack's layout rules
 
 One timed unit = ``steps`` training iterations (n_dis D updates + one G update, no
 evaluation) after ``warmup`` iterations, for every member: the sequential side runs
 ``Trainer.train_step`` K times over, trial after trial; the packed side runs
 ``PackedTrainer.train_step`` once per iteration for all K. Both sides use the same
-K configurations (normalizers cycling none/sn/bsn, different scales/lrs/betas/seeds)
+K configurations (one normalizer, as a pack requires; different scales/lrs/betas/seeds)
 and the same torch thread count (``--threads``, default 1: one trial per core is how
-a sweep runs on a CPU; 0 keeps torch's default for both). Repeats interleave the two
-sides (alternating which goes first) so drifting machine load hits both alike; the
-table reports medians of wall time and of process CPU time, which is far less
-sensitive to other jobs on a shared machine. ``run(...)`` returns the numbers.
+a sweep runs on a CPU; 0 keeps torch's default for both). ``--baseline FILE`` (or the
+``SNSWEEP_PACKED_BASELINE`` environment variable) adds a third side: the ``PackedTrainer`` of
+another implementation, e.g. a copy of the one this replaced, timed in the same run on the
+same configurations. Repeats interleave the sides (rotating which goes first) so drifting
+machine load hits all alike; the table reports medians of wall time and of process CPU
+time, which is far less sensitive to other jobs on a shared machine. ``run(...)`` returns
+the numbers.
 
 Workloads: ``mlp`` is the 2D toy (ring, width 0.5, latent 8, batch 64, as
 bench_search), ``cnn`` the tiny SNGAN CNN (blobs 16 px, width 0.125, latent 32,
@@ -23,8 +27,12 @@ batch 32) and ``cnn_b8`` the same CNN at batch 8 (the test suite's size).
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import math
+import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -44,17 +52,18 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "dataset": "blobs", "model": "sngan_cnn", "resolution": 16, "width": 0.125, "latent_dim": 32, "batch_size": 8,
     },
 }  # fmt: skip
-NORMALIZERS = ("none", "sn", "bsn")
 
 
-def member_configs(workload: str, members: int, n_dis: int = 1, **extra: Any) -> list[TrainConfig]:
-    """K configurations of one architecture with different normalizers, scales, lrs, betas and seeds."""
+def member_configs(
+    workload: str, members: int, n_dis: int = 1, normalizer: str = "sn", **extra: Any
+) -> list[TrainConfig]:
+    """K configurations of one model and normalizer with different scales, lrs, betas and seeds."""
     base = {**WORKLOADS[workload], "n_dis": n_dis, "diagnostics": False, "metrics": ["mode_coverage"], **extra}
     betas = ((0.5, 0.999), (0.0, 0.9), (0.9, 0.99))
     return [
         TrainConfig(
             **base,
-            normalizer=NORMALIZERS[k % 3],
+            normalizer=normalizer,
             scale=(0.8, 1.0, 1.5, 2.0)[k % 4],
             lr_g=(1e-4, 2e-4, 5e-4)[k % 3],
             lr_d=(2e-4, 1e-4, 4e-4, 1e-3)[k % 4],
@@ -84,8 +93,18 @@ def _sequential(cfgs: list[TrainConfig], steps: int, warmup: int) -> tuple[float
     return wall, cpu
 
 
-def _packed(cfgs: list[TrainConfig], steps: int, warmup: int) -> tuple[float, float]:
-    p = PackedTrainer(cfgs)
+def load_baseline(path: str) -> type:
+    """The ``PackedTrainer`` class of another implementation (a file outside the package)."""
+    spec = importlib.util.spec_from_file_location("baseline_packed", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_packed"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.PackedTrainer
+
+
+def _packed(cfgs: list[TrainConfig], steps: int, warmup: int, cls: type = PackedTrainer) -> tuple[float, float]:
+    p = cls(cfgs)
     for _ in range(warmup):
         p.train_step()
     w0, c0 = _clock()
@@ -103,36 +122,41 @@ def run(
     warmup: int = 3,
     threads: int = 1,
     n_dis: int = 1,
+    normalizer: str = "sn",
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """Trial-iterations per second, sequential vs packed, per workload (medians over repeats)."""
+    """Trial-iterations per second, sequential vs packed (vs ``baseline``), per workload (medians over repeats)."""
     previous = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     outer_rng = torch.get_rng_state()
+    baseline = baseline or os.environ.get("SNSWEEP_PACKED_BASELINE") or None
     try:
         out: dict[str, Any] = {"members": members, "steps": steps, "repeats": repeats, "threads": threads,
-                               "n_dis": n_dis, "target": TARGET, "workloads": {}}  # fmt: skip
+                               "n_dis": n_dis, "target": TARGET, "normalizer": normalizer, "baseline": baseline,
+                               "workloads": {}}  # fmt: skip
+        sides: dict[str, Any] = {"sequential": _sequential, "packed": _packed}
+        if baseline:
+            sides["baseline"] = functools.partial(_packed, cls=load_baseline(baseline))
         for name in workloads:
-            cfgs = member_configs(name, members, n_dis)
-            seq: list[tuple[float, float]] = []
-            pk: list[tuple[float, float]] = []
+            cfgs = member_configs(name, members, n_dis, normalizer)
+            times: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
             for r in range(repeats):
-                if r % 2 == 0:
-                    seq.append(_sequential(cfgs, steps, warmup))
-                    pk.append(_packed(cfgs, steps, warmup))
-                else:
-                    pk.append(_packed(cfgs, steps, warmup))
-                    seq.append(_sequential(cfgs, steps, warmup))
+                order = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
+                for side in order:
+                    times[side].append(sides[side](cfgs, steps, warmup))
             work = members * steps
             row: dict[str, float] = {}
             for i, clock in enumerate(("wall", "cpu")):
-                s = statistics.median(x[i] for x in seq)
-                p = statistics.median(x[i] for x in pk)
+                s = statistics.median(x[i] for x in times["sequential"])
                 row[f"sequential_{clock}_s"] = s
-                row[f"packed_{clock}_s"] = p
                 row[f"sequential_{clock}_trial_it_per_s"] = work / s
-                row[f"packed_{clock}_trial_it_per_s"] = work / p
-                row[f"speedup_{clock}"] = s / p
+                for side in sides:
+                    if side != "sequential":
+                        p = statistics.median(x[i] for x in times[side])
+                        row[f"{side}_{clock}_s"] = p
+                        row[f"{side}_{clock}_trial_it_per_s"] = work / p
+                        row[f"{'speedup' if side == 'packed' else 'baseline_speedup'}_{clock}"] = s / p
             out["workloads"][name] = row
         return out
     finally:
@@ -161,14 +185,16 @@ def _rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() / max(1.0, b[k].abs().max().item()) for k in b)
 
 
-def equivalence(workload: str = "cnn_b8", members: int = 4, steps: int = 50, n_dis: int = 2) -> list[dict[str, Any]]:
+def equivalence(
+    workload: str = "cnn_b8", members: int = 4, steps: int = 50, n_dis: int = 2, normalizer: str = "sn"
+) -> list[dict[str, Any]]:
     """Per member: max relative parameter difference packed vs solo, and solo vs solo-nudged.
 
     The nudged solo run starts from the same weights, each moved by one ulp in a random
     direction (``nextafter``): its distance from the plain solo run is the trajectory's own
     sensitivity to float32 round-off.
     """
-    cfgs = member_configs(workload, members, n_dis, iterations=steps, eval_every=steps, eval_samples=64)
+    cfgs = member_configs(workload, members, n_dis, normalizer, iterations=steps, eval_every=steps, eval_samples=64)
     outer_rng = torch.get_rng_state()
     try:
         packed = PackedTrainer(cfgs)
@@ -206,53 +232,30 @@ def equivalence(workload: str = "cnn_b8", members: int = 4, steps: int = 50, n_d
 
 
 # --------------------------------------------------------------------------------------
-# how to vectorize: D forward + backward of K members, four ways
+# how to vectorize: vmap's own batching rules vs the pack's layout rules, G and D fwd + bwd
 # --------------------------------------------------------------------------------------
-def layouts(workload: str = "cnn", members: int = 16, repeats: int = 5, iters: int = 10) -> dict[str, float]:
-    """Median ms for one D forward + backward (weights and input) of K members on 2N samples.
+def layouts(workload: str = "cnn", members: int = 16, repeats: int = 5, iters: int = 4) -> dict[str, float]:
+    """Median ms (CPU time) of one G step (G forward with the BN replay + backward) and one D loss
+    (D(real), D(fake) + backward) for K sn members, three ways: ``pack`` (trainers.packed as used:
+    channels-last from the first convolution, wide BatchNorm), ``vmap`` (the same vmap and modules
+    with torch's own batching rules only) and ``loop`` (the K solo modules one after another)."""
+    from trainers.losses import LOSSES
+    from trainers.packed import _d_loss, _generate_twice, _Stack
 
-    ``packed``: trainers.packed (bmm for Linear, grouped channels-last convs);
-    ``packed_nchw``: the same with contiguous (NCHW) convs; ``vmap``: torch.func.vmap over
-    functional_call of the reference module with stacked parameters; ``loop``: the K
-    reference modules one after another. Unnormalized D, so all four do the same maths.
-    """
-    import copy
-
-    from torch.func import functional_call, stack_module_state, vmap
-
-    from trainers.models import build
-    from trainers.packed import _PackedNet
-
-    cfg = member_configs(workload, 1)[0]
-    cfg = TrainConfig(**{**cfg.to_dict(), "normalizer": "none"})
-    nets = [build(cfg)[1] for _ in range(members)]
-    n = 2 * cfg.batch_size
-    shape = (2,) if cfg.model == "mlp" else (cfg.channels, cfg.resolution, cfg.resolution)
-    x = torch.randn(members, n, *shape)
-    params, buffers = stack_module_state(nets)  # type: ignore[arg-type]
-    meta = copy.deepcopy(nets[0]).to("meta")
-    packed = _PackedNet(cfg.model, "D", nets, torch.device("cpu"), [cfg] * members)
-    nchw = _PackedNet(cfg.model, "D", nets, torch.device("cpu"), [cfg] * members)
-    nchw.channels_last = set()
-    xp = x if cfg.model == "mlp" else x.transpose(0, 1).reshape(n, -1, *shape[1:])
-
-    def run_packed(net: _PackedNet) -> None:
-        torch.autograd.grad(net.forward(xp.requires_grad_(cfg.model != "mlp"), True).sum(), net.params.leaves)
-
-    def run_vmap() -> None:
-        out = vmap(lambda p, b, xx: functional_call(meta, (p, b), (xx,)))(params, buffers, x)
-        torch.autograd.grad(out.sum(), list(params.values()))
-
-    def run_loop() -> None:
-        out = sum(net(x[k]).sum() for k, net in enumerate(nets))
-        torch.autograd.grad(out, [p for net in nets for p in net.parameters()])  # type: ignore[arg-type]
-
-    fns = {
-        "packed": lambda: run_packed(packed),
-        "packed_nchw": lambda: run_packed(nchw),
-        "vmap": run_vmap,
-        "loop": run_loop,
-    }
+    cfgs = member_configs(workload, members)
+    ts = [Trainer(c) for c in cfgs]
+    b, loss = cfgs[0].batch_size, LOSSES["hinge"]
+    z, real = torch.randn(members, b, cfgs[0].latent_dim), torch.stack([t._real(b) for t in ts])
+    fake = torch.stack([t.G(z[k]) for k, t in enumerate(ts)]).detach()
+    fns: dict[str, Any] = {}
+    for name, layout in (("pack", True), ("vmap", False)):
+        G, D = _Stack([t.G for t in ts], layout, wide_bn=True), _Stack([t.D for t in ts], layout)
+        fn = functools.partial(_d_loss, loss, 10.0)
+        fns[f"G {name}"] = lambda G=G: G.grad(G(_generate_twice, z).sum())
+        fns[f"D {name}"] = lambda D=D, fn=fn: D.grad(D(fn, real, fake, None, dims=(0, 0, None)).sum())
+    fns["G loop"] = lambda: [torch.autograd.grad(t.G(z[k]).sum(), list(t.G.parameters())) for k, t in enumerate(ts)]
+    fns["D loop"] = lambda: [torch.autograd.grad(loss.d_loss(t.D, real[k], fake[k], 10.0), list(t.D.parameters()))
+                             for k, t in enumerate(ts)]  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
         f()
@@ -274,41 +277,47 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0 = torch default)")
     ap.add_argument("--n-dis", type=int, default=1)
+    ap.add_argument("--normalizer", default="sn", help="the members' normalizer (one per pack)")
+    ap.add_argument("--baseline", help="time this file's PackedTrainer too (e.g. the implementation replaced)")
     ap.add_argument("--equivalence", action="store_true", help="print the float32 drift table instead")
-    ap.add_argument("--layouts", action="store_true", help="compare packed / vmap / loop D fwd+bwd instead")
+    ap.add_argument("--layouts", action="store_true", help="compare the pack's layout rules with vmap's own")
     args = ap.parse_args(argv)
     if args.layouts:
         torch.set_num_threads(args.threads or torch.get_num_threads())
-        for workload in ("mlp", "cnn"):
+        for workload in args.workloads:
             res = layouts(workload, args.members, args.repeats)
-            print(f"{workload}: D forward+backward of {args.members} members, median ms (CPU time): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in res.items()))  # fmt: skip
+            print(f"{workload}: {args.members} sn members, median ms (CPU time): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in res.items()))  # fmt: skip
         return
     if args.equivalence:
         torch.set_num_threads(args.threads or torch.get_num_threads())
-        for workload in ("cnn_b8", "mlp"):
-            print(f"{workload}: max relative parameter difference after 50 steps (float32, n_dis 2)")
-            for row in equivalence(workload):
+        for workload, normalizer in (("cnn_b8", "none"), ("cnn_b8", "sn"), ("cnn_b8", "bsn"), ("mlp", "sn")):
+            print(f"{workload} {normalizer}: max relative parameter difference after 50 steps (float32, n_dis 2)")
+            for row in equivalence(workload, normalizer=normalizer):
                 print(
                     f"  member {row['member']} {row['normalizer']:>4} lr_g {row['lr_g']:.0e} lr_d {row['lr_d']:.0e} "
                     f"beta1 {row['beta1']}: packed vs solo {row['packed_vs_solo']:.1e}   "
                     f"solo vs one-ulp-nudged solo {row['solo_vs_nudged_solo']:.1e}"
                 )
         return
-    res = run(tuple(args.workloads), args.members, args.steps, args.repeats, args.warmup, args.threads, args.n_dis)
+    res = run(tuple(args.workloads), args.members, args.steps, args.repeats, args.warmup, args.threads, args.n_dis,
+              args.normalizer, args.baseline)  # fmt: skip
     print(
-        f"K={res['members']} members, {res['steps']} timed iterations each (+{args.warmup} warm-up), "
-        f"n_dis={res['n_dis']}, threads={res['threads'] or 'torch default'}, medians of {res['repeats']} repeats"
+        f"K={res['members']} {res['normalizer']} members, {res['steps']} timed iterations each (+{args.warmup} "
+        f"warm-up), n_dis={res['n_dis']}, threads={res['threads'] or 'torch default'}, medians of {res['repeats']} "
+        f"repeats{', baseline ' + res['baseline'] if res['baseline'] else ''}"
     )
-    print(
-        f"{'workload':<8} {'clock':<5} {'sequential it/s':>16} {'packed it/s':>12} {'speedup':>8}  target >= {TARGET}x"
-    )
+    base = res["baseline"] is not None
+    print(f"{'workload':<8} {'clock':<5} {'sequential it/s':>16} {'packed it/s':>12} {'speedup':>8}"
+          + (f" {'baseline it/s':>14} {'speedup':>8}" if base else "") + f"  target >= {TARGET}x")  # fmt: skip
     for name, row in res["workloads"].items():
         for clock in ("cpu", "wall"):
             print(
                 f"{name:<8} {clock:<5} {row[f'sequential_{clock}_trial_it_per_s']:>16.1f} "
                 f"{row[f'packed_{clock}_trial_it_per_s']:>12.1f} {row[f'speedup_{clock}']:>7.2f}x"
-            )
+                + (f" {row[f'baseline_{clock}_trial_it_per_s']:>14.1f} {row[f'baseline_speedup_{clock}']:>7.2f}x"
+                   if base else "")
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainers import normalizers
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import make_source
+from trainers.data import DatasetSource, make_source
 from trainers.losses import LOSSES
 from trainers.metrics import direction, eval_sample_count, make_evaluator
 from trainers.models import build as build_models
@@ -117,10 +117,12 @@ class Trainer:
 
     ``distributed=True``: one rank of a data-parallel run in the current
     ``torch.distributed`` process group (module docstring); a group of one is the
-    single-process trainer.
+    single-process trainer. ``like``: a trainer whose dataset and evaluator this one shares
+    (same data and metrics config; trainers.packed builds K trainers, the dataset is loaded
+    once); building them consumes no randomness, so sharing changes nothing else.
     """
 
-    def __init__(self, cfg: TrainConfig, distributed: bool = False):
+    def __init__(self, cfg: TrainConfig, distributed: bool = False, like: Trainer | None = None):
         self.cfg = cfg
         if distributed and not dist.is_initialized():
             raise ConfigError("distributed=True needs an initialized torch.distributed process group")
@@ -137,7 +139,11 @@ class Trainer:
                 self.device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(self.device)  # NCCL collectives use the current device
         torch.manual_seed(cfg.seed)
-        self.source = make_source(cfg)
+        if like is None:
+            self.source = make_source(cfg)
+        else:  # a finite dataset's epoch order is per trainer; procedural sources are stateless
+            src = like.source
+            self.source = DatasetSource(src.dataset, src.sampling) if isinstance(src, DatasetSource) else src
         self.G, self.D = build_models(cfg)
         normalizers.apply(self.D, cfg.normalizer, cfg.scale, **self._normalizer_options())
         self.G.to(self.device)
@@ -153,11 +159,12 @@ class Trainer:
         self.train_G, self.train_D = self.G, self.D
         if self.world_size > 1:
             self._setup_ddp()
-        self.evaluate_samples = make_evaluator(cfg, self.source)
+        self.evaluate_samples = make_evaluator(cfg, self.source) if like is None else like.evaluate_samples
         self.step = 0
         self.best: dict[str, float] = {}
         self.best_step: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
+        self.status, self.error, self._loss_sum = "completed", "", [0.0, 0.0, 0]
 
     def _setup_ddp(self) -> None:
         if self.rank > 0:  # rank 0 keeps the single-process streams
@@ -232,12 +239,15 @@ class Trainer:
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT_FILE
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True), str(path))
+
+    def load_state_dict(self, state: dict, origin: str = "from this checkpoint") -> None:
+        """Restore :meth:`state_dict`'s output; refuse one written by a different configuration."""
         saved = TrainConfig.from_dict(state["config"])
         changed = {k: v for k, v in saved.diff(self.cfg).items() if k not in RESUMABLE_CHANGES}
         if changed:
             detail = "; ".join(f"{k}: checkpoint {a!r} != config {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(f"refusing to resume {path}: the configuration changed ({detail})")
+            raise ConfigError(f"refusing to resume {origin}: the configuration changed ({detail})")
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -246,7 +256,7 @@ class Trainer:
             ranks = state.get("ranks") or [state]
             if len(ranks) != self.world_size:
                 raise ConfigError(
-                    f"refusing to resume {path}: written by {len(ranks)} worker(s), this run has {self.world_size}"
+                    f"refusing to resume {origin}: written by {len(ranks)} worker(s), this run has {self.world_size}"
                 )
             self._set_rng_state(ranks[self.rank])
         else:
@@ -299,14 +309,15 @@ class Trainer:
         finally:
             self.G.train(was_training)
 
-    def evaluate(self, diverged: bool = False) -> dict[str, float]:
-        """Metrics of G now; ``diverged``: the run stopped on a bad loss, so G may be broken.
+    def evaluate(self, samples: torch.Tensor | None = None, diverged: bool = False) -> dict[str, float]:
+        """Metrics of ``samples`` (default: G's eval-mode samples of the fixed latents); tracks the best.
 
-        A diverged run is still evaluated where it stopped (its row then says how good G was at
-        that step); non-finite samples, or metrics that cannot be computed from such samples,
-        become NaN there instead of an error.
+        ``diverged``: the run stopped on a bad loss, so G may be broken. A diverged run is still
+        evaluated where it stopped (its row then says how good G was at that step); non-finite
+        samples, or metrics that cannot be computed from such samples, become NaN there instead
+        of an error.
         """
-        samples = self.generate(self.eval_z)
+        samples = self.generate(self.eval_z) if samples is None else samples
         self._last_samples = samples[:64]
         if diverged and not bool(torch.isfinite(samples).all()):
             return dict.fromkeys(self.cfg.metrics, math.nan)
@@ -347,62 +358,81 @@ class Trainer:
     def run(self, report: Callable[[Progress], None] | None = None) -> TrainResult:
         cfg = self.cfg
         t0 = time.perf_counter()
-        status, error = "completed", ""
+        self.status, self.error, self._loss_sum = "completed", "", [0.0, 0.0, 0]
         self.G.train()
         self.D.train()
-        loss_sum = [0.0, 0.0, 0]
         if self.step >= cfg.iterations and self.history and report is not None:
             # Restored from the final checkpoint (the process died after saving it): say so again,
             # so the caller still receives the closing report it may have missed.
-            last = {k: v for k, v in self.history[-1].items() if k != "step"}
-            report(Progress(self.step, cfg.iterations, last, self.save, None, done=True, status="completed"))
-        while self.step < cfg.iterations:
-            is_eval = (self.step + 1) % cfg.eval_every == 0 or self.step + 1 == cfg.iterations
+            report(self.closing_progress())
+        while self.step < cfg.iterations and self.status != "diverged":
+            is_eval = self.eval_due()
             loss_d, loss_g, grads = self.train_step(want_grads=is_eval and cfg.diagnostics and self.is_main)
-            self.step += 1
-            loss_sum = [loss_sum[0] + loss_d, loss_sum[1] + loss_g, loss_sum[2] + 1]
-            bad = next(
-                (v for v in (loss_d, loss_g) if not math.isfinite(v) or abs(v) > cfg.divergence_threshold),
-                None,
-            )
-            if bad is not None:
-                status = "diverged"
-                error = f"loss {bad} at step {self.step} (threshold {cfg.divergence_threshold})"
-                is_eval = True
-            if not is_eval:
-                continue
-            metrics = {"loss_d": loss_sum[0] / loss_sum[2], "loss_g": loss_sum[1] / loss_sum[2]}
-            loss_sum = [0.0, 0.0, 0]
-            if self.is_main:
-                metrics.update(self.evaluate(diverged=status == "diverged"))
-                if status != "diverged":
-                    metrics.update(grads)
-                    metrics.update(self.diagnostics())
-            self.history.append({"step": float(self.step), **metrics})
-            done = status == "diverged" or self.step >= cfg.iterations
-            if report is not None:
-                report(
-                    Progress(
-                        step=self.step,
-                        iterations=cfg.iterations,
-                        metrics=metrics,
-                        save_checkpoint=self.save,
-                        samples=getattr(self, "_last_samples", None),
-                        done=done,
-                        status=status if done else "running",
-                    )
-                )
-            if status == "diverged":
-                break
+            progress = self.record(loss_d, loss_g, grads, is_eval)
+            if progress is not None and report is not None:
+                report(progress)
+        return self.result(time.perf_counter() - t0)
+
+    def eval_due(self) -> bool:
+        """Whether the coming iteration ends with an evaluation."""
+        return (self.step + 1) % self.cfg.eval_every == 0 or self.step + 1 == self.cfg.iterations
+
+    def bad_loss(self, loss_d: float, loss_g: float) -> float | None:
+        """The loss that ends the run as diverged (NaN/Inf, or |loss| above the threshold), else None."""
+        limit = self.cfg.divergence_threshold
+        return next((v for v in (loss_d, loss_g) if not math.isfinite(v) or abs(v) > limit), None)
+
+    def record(
+        self, loss_d: float, loss_g: float, grads: dict[str, float], is_eval: bool, samples: torch.Tensor | None = None
+    ) -> Progress | None:
+        """Book one finished iteration: the step, divergence, and at an evaluation (or the divergence)
+        the metrics, history and the ``Progress`` to report, else None. ``samples``: G's eval-mode
+        samples when the caller made them (trainers.packed generates all members' at once)."""
+        cfg = self.cfg
+        self.step += 1
+        s = self._loss_sum
+        self._loss_sum = [s[0] + loss_d, s[1] + loss_g, s[2] + 1]
+        bad = self.bad_loss(loss_d, loss_g)
+        if bad is not None:
+            self.status = "diverged"
+            self.error = f"loss {bad} at step {self.step} (threshold {cfg.divergence_threshold})"
+            is_eval = True
+        if not is_eval:
+            return None
+        s, self._loss_sum = self._loss_sum, [0.0, 0.0, 0]
+        metrics = {"loss_d": s[0] / s[2], "loss_g": s[1] / s[2]}
+        if self.is_main:
+            metrics.update(self.evaluate(samples, diverged=self.status == "diverged"))
+            if self.status != "diverged":
+                metrics.update(grads)
+                metrics.update(self.diagnostics())
+        self.history.append({"step": float(self.step), **metrics})
+        done = self.status == "diverged" or self.step >= cfg.iterations
+        return Progress(
+            step=self.step,
+            iterations=cfg.iterations,
+            metrics=metrics,
+            save_checkpoint=self.save,
+            samples=getattr(self, "_last_samples", None),
+            done=done,
+            status=self.status if done else "running",
+        )
+
+    def closing_progress(self) -> Progress:
+        """The final report again, for a run restored from its final checkpoint."""
+        last = {k: v for k, v in self.history[-1].items() if k != "step"}
+        return Progress(self.step, self.cfg.iterations, last, self.save, None, done=True, status="completed")
+
+    def result(self, wall_seconds: float) -> TrainResult:
         final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
         return TrainResult(
-            status=status,
+            status=self.status,
             step=self.step,
             final=final,
             best=dict(self.best),
             best_step=dict(self.best_step),
-            error=error,
-            wall_seconds=time.perf_counter() - t0,
+            error=self.error,
+            wall_seconds=wall_seconds,
             history=list(self.history),
         )
 

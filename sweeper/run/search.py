@@ -53,7 +53,7 @@ def make_pack_searcher(spec: SweepSpec) -> Any:
     """``pack: K``: each Tune trial asks for K configurations (see sweeper.run.packing)."""
     from sweeper.run.packing import PackSearcher
 
-    return PackSearcher(make_searcher(spec), spec.pack, OBJECTIVE, spec.metric_mode)
+    return PackSearcher(make_searcher(spec), spec.pack, OBJECTIVE, spec.metric_mode, total=spec.n_trials)
 
 
 def make_scheduler(spec: SweepSpec) -> Any:

@@ -221,7 +221,9 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 search_alg=make_pack_searcher(spec) if spec.pack > 1 else make_searcher(spec),
                 scheduler=make_scheduler(spec),
-                num_samples=spec.n_tune_trials,
+                # packs are cut per normalizer (sweeper.run.packing), so may be fewer than `pack`: the
+                # pack searcher finishes the sweep, Tune's count is only an upper bound
+                num_samples=spec.n_trials if spec.pack > 1 else spec.n_tune_trials,
                 max_concurrent_trials=concurrency,
                 time_budget_s=spec.search.time_budget_s,
                 reuse_actors=True,
