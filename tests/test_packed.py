@@ -364,7 +364,8 @@ def test_a_diverging_member_is_frozen_and_does_not_touch_the_others():
     assert results[1].status == alone_result.status == "diverged"
     assert results[1].step == alone_result.step < 12 and "threshold" in results[1].error
     assert results[1].error.split(" at ")[1] == alone_result.error.split(" at ")[1]  # the loss differs by round-off
-    assert results[1].history[-1].keys() == {"step", "loss_d", "loss_g"}
+    # evaluated where it stopped, as the solo run is (metrics may be NaN where G is broken)
+    assert results[1].history[-1].keys() == alone_result.history[-1].keys() >= {"step", "loss_d", "mode_coverage"}
     first = reports[0]
     assert first[0] == results[1].step and first[1][0] is None and first[1][1].status == "diverged"
     assert all(ps[1] is None for _, ps in reports[1:])  # nothing more from the stopped member
