@@ -151,3 +151,28 @@ def test_no_giant_modules(package: str):
         if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by job): {long}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["--version"],
+        ["presets"],
+        ["normalizers"],
+        ["schema"],
+        ["status"],
+        ["validate", "demo", "--no-data"],
+        ["validate", "demo"],
+    ],
+    ids=" ".join,
+)
+def test_commands_that_do_not_train_import_no_training_stack(command: list[str], tmp_path: Path):
+    """They answer at once: no torch, Ray, MLflow or Optuna on the way (BENCHMARKS.md has their wall times)."""
+    code = (  # the command's own output goes to /dev/null: only the module list is printed
+        f"import contextlib, os\nos.chdir({str(tmp_path)!r})\nfrom sweeper.cli.app import app\n"
+        "with open(os.devnull, 'w') as out, contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        f"    app(args={command!r}, standalone_mode=False)\n"
+    )
+    mods = _loaded(code)
+    assert not mods & {"torch", "ray", "mlflow", "optuna"}, mods & {"torch", "ray", "mlflow", "optuna"}

@@ -7,8 +7,6 @@ two tensor conventions every power iteration uses (``_matrix``, ``_l2n``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -16,8 +14,6 @@ from torch.nn.utils import parametrize
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 """The layer types whose ``weight`` a normalizer touches (biases never, except gamma)."""
 
-OPTIONS: dict[str, Any] = {"eps": 1e-12, "grad_through_uv": False}
-"""Valid keyword options of :func:`apply` and their defaults (accepted by every method)."""
 
 GAMMA_NAME = "normalizer_gamma"
 """Attribute name of the trainable gamma (on the root for ``*_gamma_same``, on each layer for ``_diff``)."""
