@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,12 +15,16 @@ from sweeper.cli.context import Globals, fail, guard, say, state, storage_of
 SpecArg = Annotated[str | None, typer.Argument(help="A sweep YAML file or a preset name (default: demo).")]
 
 
+CpusOpt = Annotated[int | None, typer.Option(help="CPUs for a local Ray (default: all).")]
+DashboardOpt = Annotated[bool, typer.Option(help="Start the Ray dashboard (on 127.0.0.1).")]
+
+
 def run(
     ctx: typer.Context,
     spec: SpecArg = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing results of this sweep.")] = False,
-    num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray (default: all).")] = None,
-    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (on 127.0.0.1).")] = False,
+    num_cpus: CpusOpt = None,
+    dashboard: DashboardOpt = False,
     resume_if_exists: Annotated[
         bool, typer.Option(help="Resume the sweep if its state exists (what submitted jobs do).")
     ] = False,
@@ -30,21 +35,27 @@ def run(
     def go() -> None:
         from sweeper import spec as specmod
         from sweeper.errors import SweepError
-        from sweeper.run.sweep import restorable
+        from sweeper.run.sweep import existing_sweep
 
+        _check_cpus(num_cpus)
+        if resume_if_exists and overwrite:
+            raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
         s = specmod.load(spec)
-        resume = False
-        if resume_if_exists:
-            if overwrite:
-                raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
-            resume = restorable(s, g.results_dir)
+        resume = resume_if_exists and existing_sweep(s, g.results_dir)
+        if resume and _already_finished(g, s):
+            return
         _run(g, s, overwrite=overwrite, resume=resume, num_cpus=num_cpus, dashboard=dashboard)
 
     guard(g, go)
 
 
-def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The sweep's name.")]) -> None:
-    """Continue a sweep after an interruption (a dead driver): Optuna's state and checkpoints are kept."""
+def resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The sweep's name.")],
+    num_cpus: CpusOpt = None,
+    dashboard: DashboardOpt = False,
+) -> None:
+    """Continue a sweep after an interruption (a dead driver) until every trial of its spec is recorded."""
     g = state(ctx)
 
     def go() -> None:
@@ -52,15 +63,49 @@ def resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The swe
         from sweeper import spec as specmod
         from sweeper.spec import SpecError
 
+        _check_cpus(num_cpus)
+        if not NAME.fullmatch(name):
+            raise SpecError([f"no sweep named {name!r}: sweep names are letters, digits, '_', '.', '-'"])
         meta = results.read_sweep_meta(results.sweep_dir(g.results_dir, name))
         if not meta:
             raise SpecError([f"no sweep {name!r} under {g.results_dir} (no sweep.json); see `sweeper status`"])
         spec = specmod.from_data(meta["spec"], f"{name}/sweep.json")
         if g.tracking_uri is None and meta.get("tracking_uri"):
             g.tracking_uri = meta["tracking_uri"]
-        _run(g, spec, overwrite=False, resume=True, num_cpus=None, dashboard=False)
+        if _already_finished(g, spec):
+            return
+        _run(g, spec, overwrite=False, resume=True, num_cpus=num_cpus, dashboard=dashboard)
 
     guard(g, go)
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+
+
+def _check_cpus(num_cpus: int | None) -> None:
+    from sweeper.errors import SweepError
+
+    if num_cpus is not None and num_cpus < 1:
+        raise SweepError(f"--num-cpus must be at least 1, got {num_cpus}; leave it out to use every CPU")
+
+
+def _already_finished(g: Globals, spec: Any) -> bool:
+    """A finished sweep (every trial recorded): say so, start nothing."""
+    from sweeper import results
+    from sweeper.run import ledger
+    from sweeper.run.meta import FINISHED
+
+    path = results.sweep_dir(g.results_dir, spec.name)
+    meta = results.read_sweep_meta(path)
+    if meta.get("state") != FINISHED:
+        return False
+    book = ledger.read(spec, path)
+    if not book.complete:
+        return False
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(book.counts().items()))
+    say(f"sweep {spec.name} is already finished ({book.summary()}: {counts}; finished {meta.get('finished_at')})")
+    say(f"nothing to resume; `sweeper report {spec.name}` rebuilds its report, `sweeper run --overwrite` reruns it")
+    return True
 
 
 def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: int | None, dashboard: bool) -> None:
@@ -72,7 +117,7 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
         spec, storage_of(g), address=g.address, resume=resume, overwrite=overwrite,
         num_cpus=num_cpus, dashboard=dashboard, progress=say,
     )  # fmt: skip
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items())) or "no trials recorded"
     t = outcome.timings
     took = (
         f" in {sum(t.values()):.0f} s (Ray start {t['ray_start']:.1f} s, trials {t['trials']:.0f} s, "
@@ -80,7 +125,11 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
         if {"ray_start", "trials", "finish"} <= t.keys()
         else ""
     )
-    say(f"\nsweep {outcome.name} finished{took}: {counts}")
+    if outcome.complete:
+        say(f"\nsweep {outcome.name} finished{took}: {counts}")
+    else:
+        recorded = f"{outcome.recorded}/{outcome.expected} trials recorded"
+        say(f"\nsweep {outcome.name} is incomplete{took}: {recorded} ({counts})")
     if outcome.best:
         b = outcome.best
         sem = f" ± {b['sem']:.3g}" if math.isfinite(b["sem"]) else ""
@@ -92,6 +141,12 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
     say(f"results: {outcome.sweep_path}/trials/*.parquet  (sweeper.results.load('{outcome.sweep_path}'))")
     if g.tracking_uri != "none":
         say("browse the trials: sweeper ui")
+    if not outcome.complete:
+        say(f"missing ({outcome.expected - outcome.recorded} of {outcome.expected} trials):")
+        for line in outcome.missing:
+            say(f"  - {line}")
+        say(f"`sweeper resume {outcome.name}` runs them")
+        raise typer.Exit(1)
     if outcome.failed_fraction > spec.allowed_failure_fraction:
         say(f"{outcome.failed_fraction:.0%} of trials failed (allowed {spec.allowed_failure_fraction:.0%})")
         raise typer.Exit(1)
