@@ -141,6 +141,8 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
     say(f"results: {outcome.sweep_path}/trials/*.parquet  (sweeper.results.load('{outcome.sweep_path}'))")
     if g.tracking_uri != "none":
         say("browse the trials: sweeper ui")
+    if outcome.counts.get("failed") and (outcome.sweep_path / "logs" / "tune.log").is_file():
+        say(f"failed trials' tracebacks: {outcome.sweep_path / 'logs' / 'tune.log'}")
     if not outcome.complete:
         say(f"missing ({outcome.expected - outcome.recorded} of {outcome.expected} trials):")
         for line in outcome.missing:

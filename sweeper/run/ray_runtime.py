@@ -9,8 +9,11 @@ it records the session in ``<sweep>/ray_session.json`` (``sweeper.run.session``)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from sweeper.errors import SweepError
@@ -73,3 +76,30 @@ def check_resources(spec: SweepSpec) -> None:
             f"resources.cpus_per_trial: a trial needs {need_cpu} CPUs but the cluster has "
             f"{have.get('CPU', 0):g}; lower cpus_per_trial"
         )
+
+
+@contextlib.contextmanager
+def tune_log_to(path: Path) -> Iterator[Path]:
+    """Send Ray Tune's and Train's log records to ``path`` for the ``with`` block, not the console.
+
+    Tune logs every failed trial with the worker's whole traceback; the recorder already prints
+    one line per failed trial and keeps the error in Parquet and MLflow, so the console shows
+    that line, and the full story stays in ``<sweep>/logs/tune.log``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train", "ray.air")]
+    before = [(lg, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings():
+            # Ray's Repeater averages the scores of a configuration whose trials all failed
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+            yield path
+    finally:
+        for lg, propagate in before:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+        handler.close()

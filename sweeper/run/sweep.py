@@ -31,7 +31,7 @@ from sweeper.run import ledger as ledger_mod
 from sweeper.run.finish import SweepOutcome, best_configuration, finish_sweep
 from sweeper.run.meta import FINISHED, begin_session, directions_for, end_session, session_label
 from sweeper.run.parent_run import in_background, open_tracking, preload_in_background, reopen_parent
-from sweeper.run.ray_runtime import check_resources, start_ray
+from sweeper.run.ray_runtime import check_resources, start_ray, tune_log_to
 from sweeper.run.reporting import TrialContext
 from sweeper.run.session import LOCK_FILE, driver_lock, lock_holder, stop_stale
 from sweeper.run.storage import Storage
@@ -230,7 +230,8 @@ def _session(
     faults.point("banner")
     tuner = _tuner(spec, plan, ctx, recorder, sweep_path)
     try:
-        tuner.fit()
+        with tune_log_to(sweep_path / "logs" / "tune.log"):
+            tuner.fit()
     except KeyboardInterrupt:
         if recorder.tracker is not None:
             recorder.tracker.close("KILLED")
