@@ -125,3 +125,18 @@ def test_finished_is_written_only_when_the_ledger_is_complete(tmp_path: Path):
     _, done = finished_sweep(tmp_path / "other")
     meta = json.loads((done / "sweep.json").read_text())
     assert meta["state"] == FINISHED and meta["finished_at"] and meta["ledger"]["missing"] == 0
+
+
+def test_a_time_budgeted_sweep_ends_with_what_it_ran_once_its_budget_is_spent(tmp_path: Path):
+    from sweeper.run.meta import add_budget_used
+
+    spec, path = new_sweep(tmp_path, {**SAMPLED, "search": {**SAMPLED["search"], "time_budget_s": 60}})
+    start(path, "a0", SN, 0)
+    record(path, spec, "a0", SN, 0)
+    add_budget_used(path, 45.0)  # a session's trials ran 45 s of the 60
+    book = ledger.read(spec, path)
+    assert book.budget_left_s == pytest.approx(15.0) and not book.complete  # a resume gets the last 15 s
+    add_budget_used(path, 20.0)
+    book = ledger.read(spec, path)
+    assert book.budget_spent and book.complete and book.missing == 5
+    assert end_session(path, book)["state"] == FINISHED

@@ -99,7 +99,7 @@ def finish_sweep(
         failed_fraction=failed_fraction,
         expected=ledger.spec_trials,
         recorded=ledger.recorded,
-        missing=ledger.missing_lines(),
+        missing=[] if ledger.complete else ledger.missing_lines(),
     )
 
 

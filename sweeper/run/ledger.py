@@ -138,6 +138,8 @@ class Ledger:
     configurations: list[Configuration]
     mode: str
     """The objective's direction (``max``/``min``): what a diverged trial tells the searcher."""
+    budget_left_s: float | None = None
+    """``search.time_budget_s`` minus what earlier sessions' trials used (None: no time budget)."""
 
     # --- what is recorded ----------------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -171,8 +173,13 @@ class Ledger:
         return len(self._unfinished()) + self.unsampled * len(self.seeds)
 
     @property
+    def budget_spent(self) -> bool:
+        """A time-budgeted sweep whose budget is used up ends with what it ran."""
+        return self.budget_left_s is not None and self.budget_left_s <= 0
+
+    @property
     def complete(self) -> bool:
-        return self.missing == 0
+        return self.missing == 0 or self.budget_spent
 
     def missing_lines(self) -> list[str]:
         """What is missing, one line per trial (the first few), for the user."""
@@ -237,9 +244,13 @@ def read(spec: SweepSpec, sweep_path: Path) -> Ledger:
     from sweeper.spec.space import grid_points, optuna_space
 
     space = optuna_space(spec)
+    budget_left = None
+    if spec.search.time_budget_s is not None:
+        used = float(results.read_sweep_meta(sweep_path).get("time_budget_used_s") or 0.0)
+        budget_left = spec.search.time_budget_s - used
     ledger = Ledger(
         spec_trials=spec.n_trials, seeds=list(spec.seeds), grid=spec.is_grid, budget=spec.n_configurations,
-        configurations=[], mode=spec.metric_mode,
+        configurations=[], mode=spec.metric_mode, budget_left_s=budget_left,
     )  # fmt: skip
     by_key: dict[str, list[Configuration]] = {}
     if spec.is_grid:

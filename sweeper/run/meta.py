@@ -98,3 +98,10 @@ def session_label(meta: dict[str, Any]) -> str:
     """Names this session in MLflow tags: 'resume 2 (2026-11-03T10:00:00+00:00)'."""
     n = int(meta.get("resumes", 0))
     return f"resume {n} ({meta.get('resumed_at')})" if n else f"run ({meta.get('started_at')})"
+
+
+def add_budget_used(sweep_path: Path, seconds: float) -> None:
+    """A time-budgeted sweep: what this session's trials used counts against ``search.time_budget_s``."""
+    meta = results.read_sweep_meta(sweep_path)
+    meta["time_budget_used_s"] = float(meta.get("time_budget_used_s") or 0.0) + seconds
+    write_meta(sweep_path, meta)

@@ -29,7 +29,7 @@ from sweeper.errors import SweepError, UserError
 from sweeper.run import faults
 from sweeper.run import ledger as ledger_mod
 from sweeper.run.finish import SweepOutcome, best_configuration, finish_sweep
-from sweeper.run.meta import FINISHED, begin_session, directions_for, end_session, session_label
+from sweeper.run.meta import FINISHED, add_budget_used, begin_session, directions_for, end_session, session_label
 from sweeper.run.parent_run import in_background, open_tracking, preload_in_background, reopen_parent
 from sweeper.run.ray_runtime import check_resources, start_ray, tune_log_to
 from sweeper.run.reporting import TrialContext
@@ -228,7 +228,7 @@ def _session(
             f"({len(ctx.restore)} from their last checkpoint), {plan.total - again} to start"
         )
     faults.point("banner")
-    tuner = _tuner(spec, plan, ctx, recorder, sweep_path)
+    tuner = _tuner(spec, plan, ctx, recorder, sweep_path, ledger.budget_left_s)
     try:
         with tune_log_to(sweep_path / "logs" / "tune.log"):
             tuner.fit()
@@ -240,7 +240,11 @@ def _session(
         progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
         raise
     clock.lap("trials")
+    if spec.search.time_budget_s is not None:
+        add_budget_used(sweep_path, clock.laps["trials"])
     ledger = ledger_mod.read(spec, sweep_path)
+    if ledger.budget_spent and ledger.missing:
+        progress(f"the time budget of {spec.search.time_budget_s:g} s is spent: {ledger.summary()}")
     outcome = finish_sweep(spec, sweep_path, recorder.tracker, recorder.parent, ledger, progress, recorder.relink)
     clock.lap("finish")
     outcome.timings = clock.laps
@@ -262,7 +266,10 @@ def _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress) -> tuple:
     return tracker, parent
 
 
-def _tuner(spec: SweepSpec, plan: ledger_mod.Plan, ctx: TrialContext, recorder: Any, sweep_path: Path) -> Any:
+def _tuner(
+    spec: SweepSpec, plan: ledger_mod.Plan, ctx: TrialContext, recorder: Any, sweep_path: Path,
+    budget_left_s: float | None,
+) -> Any:  # fmt: skip
     from ray import tune
 
     from sweeper.run.distributed import trial_resources, with_workers
@@ -290,7 +297,7 @@ def _tuner(spec: SweepSpec, plan: ledger_mod.Plan, ctx: TrialContext, recorder: 
             scheduler=make_scheduler(spec),
             num_samples=tune_trials(spec, plan),
             max_concurrent_trials=concurrency,
-            time_budget_s=spec.search.time_budget_s,
+            time_budget_s=budget_left_s,  # what earlier sessions left of search.time_budget_s
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
