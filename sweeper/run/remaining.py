@@ -77,7 +77,12 @@ def make_session_searcher(spec: SweepSpec, plan: Plan) -> Any:
 
     inner = None
     if plan.new_configurations:
-        inner = make_searcher(spec, evaluated=plan.evaluated, seed_offset=plan.seed_offset)
+        try:
+            inner = make_searcher(spec, evaluated=plan.evaluated, seed_offset=plan.seed_offset)
+        except ValueError:
+            # a finished configuration Optuna cannot take back (a sweep recorded by an older
+            # version): sample the rest without that knowledge rather than not at all
+            inner = make_searcher(spec, seed_offset=plan.seed_offset)
     searcher = RemainderSearcher([s.config for s in plan.slots], inner, plan.total, spec.metric_mode)
     if spec.pack > 1:
         from sweeper.run.packing import PackSearcher
