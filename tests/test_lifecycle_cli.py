@@ -34,10 +34,12 @@ def one_error_line(result, code: int, *needles: str) -> str:
 
 
 @pytest.mark.parametrize("args", [["run", "demo", "--num-cpus", "-1"], ["run", "demo", "--num-cpus", "0"],
+                                  ["run", "demo", "--num-cpus", "two"], ["run", "demo", "--num-cpus", "1.5"],
                                   ["resume", "demo", "--num-cpus", "-1"]])  # fmt: skip
 def test_a_bad_num_cpus_is_one_line_and_starts_nothing(tmp_path: Path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
-    one_error_line(invoke("--results-dir", "res", *args), 2, "--num-cpus must be at least 1", str(args[-1]))
+    one_error_line(invoke("--results-dir", "res", *args), 2, "--num-cpus must be a whole number of at least 1",
+                   repr(args[-1]))  # fmt: skip
     assert list(tmp_path.iterdir()) == []  # no results dir, no MLflow store
 
 

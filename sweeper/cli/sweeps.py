@@ -15,7 +15,8 @@ from sweeper.cli.context import Globals, fail, guard, say, state, storage_of
 SpecArg = Annotated[str | None, typer.Argument(help="A sweep YAML file or a preset name (default: demo).")]
 
 
-CpusOpt = Annotated[int | None, typer.Option(help="CPUs for a local Ray (default: all).")]
+# Parsed here, not by click: a bad value must be one `error:` line, not a usage box.
+CpusOpt = Annotated[str | None, typer.Option(metavar="N", help="CPUs for a local Ray (default: all).")]
 DashboardOpt = Annotated[bool, typer.Option(help="Start the Ray dashboard (on 127.0.0.1).")]
 
 
@@ -37,14 +38,14 @@ def run(
         from sweeper.errors import SweepError
         from sweeper.run.sweep import existing_sweep
 
-        _check_cpus(num_cpus)
+        cpus = _check_cpus(num_cpus)
         if resume_if_exists and overwrite:
             raise SweepError("--resume-if-exists and --overwrite contradict each other; pick one")
         s = specmod.load(spec)
         resume = resume_if_exists and existing_sweep(s, g.results_dir)
         if resume and _already_finished(g, s):
             return
-        _run(g, s, overwrite=overwrite, resume=resume, num_cpus=num_cpus, dashboard=dashboard)
+        _run(g, s, overwrite=overwrite, resume=resume, num_cpus=cpus, dashboard=dashboard)
 
     guard(g, go)
 
@@ -63,7 +64,7 @@ def resume(
         from sweeper import spec as specmod
         from sweeper.spec import SpecError
 
-        _check_cpus(num_cpus)
+        cpus = _check_cpus(num_cpus)
         if not NAME.fullmatch(name):
             raise SpecError([f"no sweep named {name!r}: sweep names are letters, digits, '_', '.', '-'"])
         meta = results.read_sweep_meta(results.sweep_dir(g.results_dir, name))
@@ -74,7 +75,7 @@ def resume(
             g.tracking_uri = meta["tracking_uri"]
         if _already_finished(g, spec):
             return
-        _run(g, spec, overwrite=False, resume=True, num_cpus=num_cpus, dashboard=dashboard)
+        _run(g, spec, overwrite=False, resume=True, num_cpus=cpus, dashboard=dashboard)
 
     guard(g, go)
 
@@ -82,11 +83,19 @@ def resume(
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
 
-def _check_cpus(num_cpus: int | None) -> None:
+def _check_cpus(num_cpus: str | None) -> int | None:
     from sweeper.errors import SweepError
 
-    if num_cpus is not None and num_cpus < 1:
-        raise SweepError(f"--num-cpus must be at least 1, got {num_cpus}; leave it out to use every CPU")
+    if num_cpus is None:
+        return None
+    try:
+        n = int(num_cpus)
+    except ValueError:
+        n = 0
+    if n < 1 or str(n) != num_cpus.strip().lstrip("+"):
+        raise SweepError(f"--num-cpus must be a whole number of at least 1, got {num_cpus!r}; leave it out to use "
+                         "every CPU")  # fmt: skip
+    return n
 
 
 def _already_finished(g: Globals, spec: Any) -> bool:
