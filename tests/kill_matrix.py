@@ -283,8 +283,10 @@ class Outcome:
         )
 
 
-def measure(s: Scenario) -> tuple[int, int, int, int, int]:
-    """(trials recorded, completed rows, duplicates, RUNNING runs, trials without one FINISHED run)."""
+def measure(s: Scenario, mlflow: bool = True) -> tuple[int, int, int, int, int]:
+    """(trials recorded, completed rows, duplicates, RUNNING runs, trials without one FINISHED run).
+
+    An MLflow store that cannot be opened counts as -1 RUNNING runs (a broken store)."""
     import pandas as pd
 
     trials = s.sweep / "trials"
@@ -303,12 +305,15 @@ def measure(s: Scenario) -> tuple[int, int, int, int, int]:
         duplicates = per_trial + per_config + max(0, recorded - N_TRIALS)
     running = off = 0
     db = s.work / "mlflow.db"
-    if db.exists():
+    if db.exists() and mlflow:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(f"sqlite:///{db}")
-        exp = client.get_experiment_by_name(NAME)
-        runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
+        try:
+            client = MlflowClient(f"sqlite:///{db}")
+            exp = client.get_experiment_by_name(NAME)
+            runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
+        except Exception:  # noqa: BLE001 - a half-migrated store (what old code left after a kill)
+            return recorded, completed, duplicates, -1, -1
         running = sum(r.info.status == "RUNNING" for r in runs)
         finished: dict[str, int] = {}
         for r in runs:
@@ -331,7 +336,7 @@ def run_point(point: str, kills: list[Kill]) -> tuple[Outcome, Scenario]:
             code, _, _ = invoke(s, args, kill)
             killed.append(code)
             left_after += leftovers_after_kill(s)
-            between = max(between, measure(s)[2])
+            between = max(between, measure(s, mlflow=False)[2])
             args = ["resume", NAME]
         rc, _, _ = invoke(s, ["resume", NAME], None)
         _, status, _ = invoke(s, ["status", NAME], None, timeout_s=120)

@@ -97,3 +97,26 @@ def test_overwrite_soft_deletes_the_earlier_sweep_and_nothing_else(store, tmp_pa
     assert list(active) == [spec.name] and active[spec.name].info.run_id == fresh.run_id  # the UI shows one
     assert sorted(_runs(tracker, deleted=True)) == sorted([spec.name, "t1-a1", "t2-a1"])  # restorable
     assert len(_runs(other)) == 1  # another sweep's runs are untouched
+
+
+def test_a_driver_killed_while_mlflow_builds_its_store_leaves_no_broken_store(tmp_path: Path):
+    """MLflow migrates a new SQLite store in place for seconds; a SIGKILL then used to leave a file
+    no MLflow could open again ('duplicate column name'). It is now built aside and linked whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from proc_utils import wait_for
+
+    db = tmp_path / "mlflow.db"
+    code = f"from sweeper.run import sqlite_store; sqlite_store.prepare('sqlite:///{db}')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.tmp")), timeout_s=60)  # migrating now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not db.exists()
+    tracker = Tracker(f"sqlite:///{db}", "after-kill", tmp_path / "mlartifacts")  # builds it anew
+    assert tracker.experiment_id() and db.is_file()
+    assert not list(tmp_path.glob(".mlflow.db.*"))  # the dead driver's half-built store is gone

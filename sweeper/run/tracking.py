@@ -71,6 +71,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
         self.artifact_root = artifact_root
+        from sweeper.run import sqlite_store
+
+        sqlite_store.prepare(tracking_uri, artifact_root)  # never a half-migrated store after a kill
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._queue: deque[tuple[str, Callable[[], None]]] = deque()
         self._experiment_id: str | None = None
