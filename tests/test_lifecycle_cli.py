@@ -128,3 +128,14 @@ def test_an_unexpected_error_is_one_line_with_a_log_of_its_traceback(tmp_path: P
     assert "Traceback (most recent call last)" in text and "def boom" not in text and "in boom" in text
     with pytest.raises(RuntimeError, match="on fire"):
         invoke("--debug", "--results-dir", str(tmp_path / "results"), "status")
+
+
+def test_a_complete_sweep_from_before_sweep_json_had_a_state_shows_finished(tmp_path: Path):
+    import json
+
+    _, path = finished_sweep(tmp_path / "results")
+    meta = json.loads((path / "sweep.json").read_text())
+    del meta["state"]
+    (path / "sweep.json").write_text(json.dumps(meta))
+    result = invoke("--results-dir", str(tmp_path / "results"), "status", "grid")
+    assert result.output.startswith("grid: finished, 8/8 trials finished"), result.output

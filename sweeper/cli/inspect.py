@@ -137,7 +137,7 @@ def sweep_status(root: Path, name: str) -> str | None:
     who = lock_holder(path)
     if who:
         return f"{name}: running (driver pid {who.get('pid')} on {who.get('host')} since {who.get('since')}): {done}"
-    if meta.get("state") == FINISHED and book.complete:
+    if book.complete and meta.get("state", FINISHED) == FINISHED:  # no state: written before states existed
         return f"{name}: finished, {done}; started {meta.get('started_at')}, finished {meta.get('finished_at')}"
     why = "its driver died" if meta.get("state") == "running" else "stopped"
     return (
