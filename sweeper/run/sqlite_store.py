@@ -50,8 +50,8 @@ def _remove_stale_temps(path: Path) -> None:
     """Temporary stores of drivers that died while building them."""
     if not Path("/proc/self").exists():
         return  # no way to tell a dead driver's from a live one's
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+    for tmp in path.parent.glob(f".{path.name}.*.tmp*"):  # the store and its -journal
+        pid = tmp.name[len(path.name) + 2 :].split(".tmp")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             with contextlib.suppress(OSError):
                 tmp.unlink()
