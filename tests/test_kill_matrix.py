@@ -56,7 +56,7 @@ def test_an_unfinished_trial_continues_from_its_last_checkpoint(tmp_path):
     from sweeper import results
 
     spec = {
-        "name": "long", "train": {**TRAIN, "iterations": 3000, "eval_every": 300},
+        "name": "long", "train": {**TRAIN, "iterations": 1600, "eval_every": 200},
         "space": {"normalizer": {"choice": ["sn"]}}, "seeds": [0], "search": {"sampler": "tpe", "trials": 1},
     }  # fmt: skip
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(spec))
@@ -79,11 +79,11 @@ def test_an_unfinished_trial_continues_from_its_last_checkpoint(tmp_path):
         assert len(df) == 1 and df["attempt"].iloc[0] == 2 and df["status"].iloc[0] == "completed"
         curve = results.load_curves(tmp_path / "results" / "long")
         steps = sorted(curve.loc[curve["metric"] == "mode_coverage", "step"])
-        assert steps == list(range(300, 3001, 300))  # the whole curve, no gap, no repeat
+        assert steps == list(range(200, 1601, 200))  # the whole curve, no gap, no repeat
         client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
         run = client.get_run(df["mlflow_run_id"].iloc[0])
         logged = [m.step for m in client.get_metric_history(run.info.run_id, "mode_coverage")]
-        assert min(logged) >= 900, logged  # this attempt trained from the checkpoint at step >= 600
+        assert min(logged) >= 600, logged  # this attempt trained from the checkpoint at step >= 400
     finally:
         kill_everything_under(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
