@@ -114,7 +114,7 @@ def watch(driver: int, record: Path) -> None:
     normal = False
     began = time.monotonic()
     while True:
-        interval = 0.25 if time.monotonic() - began < 60 else 2.0  # Ray starts its daemons early on
+        interval = 0.5 if time.monotonic() - began < 60 else 2.0  # Ray starts its daemons early on
         ready, _, _ = select.select([0], [], [], interval)
         if ready:
             data = os.read(0, 4096)
