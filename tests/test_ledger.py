@@ -140,3 +140,16 @@ def test_a_time_budgeted_sweep_ends_with_what_it_ran_once_its_budget_is_spent(tm
     book = ledger.read(spec, path)
     assert book.budget_spent and book.complete and book.missing == 5
     assert end_session(path, book)["state"] == FINISHED
+
+
+def test_retry_failed_turns_failed_trials_into_slots_under_their_ids(tmp_path: Path):
+    spec, path = new_sweep(tmp_path, GRID)
+    pt = {"normalizer": "sn", "scale": 0.5}
+    start(path, "a", pt, 0)
+    record(path, spec, "a", pt, 0, status="failed")
+    assert ledger.read(spec, path).recorded == 1  # failed is final unless asked otherwise
+    book = ledger.read(spec, path, retry_failed=True)
+    assert book.recorded == 0
+    slot = book.plan().slots[0]
+    assert slot.trial_id == "a" and slot.config == {**pt, INDEX_KEY: 0, TRIAL_ID_KEY: "a"}
+    assert book.attempts() == {"a": 1}  # the retry is attempt 2

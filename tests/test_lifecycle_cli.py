@@ -139,3 +139,20 @@ def test_a_complete_sweep_from_before_sweep_json_had_a_state_shows_finished(tmp_
     (path / "sweep.json").write_text(json.dumps(meta))
     result = invoke("--results-dir", str(tmp_path / "results"), "status", "grid")
     assert result.output.startswith("grid: finished, 8/8 trials finished"), result.output
+
+
+def test_resume_retry_failed_of_a_finished_sweep_with_failures_is_not_a_no_op(tmp_path: Path):
+    from sweeper.cli.sweeps import _already_finished
+    from sweeper.spec.points import grid_points
+
+    spec, path = new_sweep(tmp_path / "results", GRID)
+    for n, pt in enumerate(grid_points(spec)):
+        for i in range(2):
+            start(path, f"t{n}{i}", pt, i)
+            record(path, spec, f"t{n}{i}", pt, i, status="failed" if (n, i) == (0, 0) else "completed")
+    from sweeper.run import ledger
+    from sweeper.run.meta import end_session
+
+    end_session(path, ledger.read(spec, path))
+    g = Globals(tmp_path / "results", None, None, False)
+    assert _already_finished(g, spec) and not _already_finished(g, spec, retry_failed=True)

@@ -55,6 +55,9 @@ def resume(
     name: Annotated[str, typer.Argument(help="The sweep's name.")],
     num_cpus: CpusOpt = None,
     dashboard: DashboardOpt = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Also run the failed trials again (after fixing what made them fail).")
+    ] = False,
 ) -> None:
     """Continue a sweep after an interruption (a dead driver) until every trial of its spec is recorded."""
     g = state(ctx)
@@ -73,9 +76,9 @@ def resume(
         spec = specmod.from_data(meta["spec"], f"{name}/sweep.json")
         if g.tracking_uri is None and meta.get("tracking_uri"):
             g.tracking_uri = meta["tracking_uri"]
-        if _already_finished(g, spec):
+        if _already_finished(g, spec, retry_failed):
             return
-        _run(g, spec, overwrite=False, resume=True, num_cpus=cpus, dashboard=dashboard)
+        _run(g, spec, overwrite=False, resume=True, num_cpus=cpus, dashboard=dashboard, retry_failed=retry_failed)
 
     guard(g, go)
 
@@ -98,8 +101,8 @@ def _check_cpus(num_cpus: str | None) -> int | None:
     return n
 
 
-def _already_finished(g: Globals, spec: Any) -> bool:
-    """A finished sweep (every trial recorded): say so, start nothing."""
+def _already_finished(g: Globals, spec: Any, retry_failed: bool = False) -> bool:
+    """A finished sweep (every trial recorded, and with ``retry_failed`` none failed): say so, start nothing."""
     from sweeper import results
     from sweeper.run import ledger
     from sweeper.run.meta import FINISHED
@@ -108,23 +111,29 @@ def _already_finished(g: Globals, spec: Any) -> bool:
     meta = results.read_sweep_meta(path)
     if meta.get("state") != FINISHED:
         return False
-    book = ledger.read(spec, path)
+    book = ledger.read(spec, path, retry_failed=retry_failed)
     if not book.complete:
         return False
     counts = ", ".join(f"{v} {k}" for k, v in sorted(book.counts().items()))
     say(f"sweep {spec.name} is already finished ({book.summary()}: {counts}; finished {meta.get('finished_at')})")
     say(f"nothing to resume; `sweeper report {spec.name}` rebuilds its report, `sweeper run --overwrite` reruns it")
+    if book.counts().get("failed"):
+        n = book.counts()["failed"]
+        say(f"`sweeper resume {spec.name} --retry-failed` runs its {n} failed trial{'s' if n > 1 else ''} again")
     return True
 
 
-def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: int | None, dashboard: bool) -> None:
+def _run(
+    g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: int | None, dashboard: bool,
+    retry_failed: bool = False,
+) -> None:  # fmt: skip
     from sweeper import spec as specmod
     from sweeper.run.sweep import run_sweep
 
     spec = spec_arg if isinstance(spec_arg, specmod.SweepSpec) else specmod.load(spec_arg)
     outcome = run_sweep(
         spec, storage_of(g), address=g.address, resume=resume, overwrite=overwrite,
-        num_cpus=num_cpus, dashboard=dashboard, progress=say,
+        num_cpus=num_cpus, dashboard=dashboard, progress=say, retry_failed=retry_failed,
     )  # fmt: skip
     counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items())) or "no trials recorded"
     t = outcome.timings

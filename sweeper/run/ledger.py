@@ -239,8 +239,11 @@ def latest_checkpoint(entry: Entry | None, filename: str) -> str | None:
     return str(found[0]) if found else None
 
 
-def read(spec: SweepSpec, sweep_path: Path) -> Ledger:
-    """The ledger of ``spec`` from what is on disk under ``sweep_path``."""
+def read(spec: SweepSpec, sweep_path: Path, retry_failed: bool = False) -> Ledger:
+    """The ledger of ``spec`` from what is on disk under ``sweep_path``.
+
+    ``retry_failed``: failed trials count as unfinished (``sweeper resume --retry-failed``, after
+    fixing what made them fail); they run again under their ids as new attempts."""
     from sweeper.spec.space import grid_points, optuna_space
 
     space = optuna_space(spec)
@@ -296,7 +299,8 @@ def read(spec: SweepSpec, sweep_path: Path) -> Ledger:
                 entry = place(tid, _params_of(row, space), index)
                 if entry is None:
                     continue
-            entry.status = row["status"] if row["status"] in TERMINAL else None
+            final = row["status"] in TERMINAL and not (retry_failed and row["status"] == "failed")
+            entry.status = row["status"] if final else None
             entry.attempt = max(entry.attempt, int(row.get("attempt") or 0))
             entry.run_id = row.get("mlflow_run_id") or None
             value = row.get(column)

@@ -146,7 +146,10 @@ def run_sweep(
     num_cpus: int | None = None,
     dashboard: bool = False,
     progress: Callable[[str], None] = print,
+    retry_failed: bool = False,
 ) -> SweepOutcome:
+    """One session of a sweep (see the module's docstring); ``retry_failed`` (resume) runs the
+    failed trials again as well as the missing ones."""
     sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
     fresh_dir = not sweep_path.exists()
     with driver_lock(sweep_path, spec.name):
@@ -154,7 +157,9 @@ def run_sweep(
             _clear(sweep_path)
         stop_stale(sweep_path, progress)
         try:
-            return _session(spec, storage, sweep_path, address, resume, overwrite, num_cpus, dashboard, progress)
+            return _session(
+                spec, storage, sweep_path, address, resume, overwrite, num_cpus, dashboard, progress, retry_failed
+            )
         except UserError:
             # Refused before any trial ran (e.g. GPUs the cluster lacks): leave no half-made sweep.
             started = (sweep_path / "trials").exists() or (sweep_path / ledger_mod.STARTED_FILE).exists()
@@ -167,10 +172,10 @@ def run_sweep(
 
 def _session(
     spec: SweepSpec, storage: Storage, sweep_path: Path, address: str | None, resume: bool, overwrite: bool,
-    num_cpus: int | None, dashboard: bool, progress: Callable[[str], None],
+    num_cpus: int | None, dashboard: bool, progress: Callable[[str], None], retry_failed: bool = False,
 ) -> SweepOutcome:  # fmt: skip
     meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
-    ledger = ledger_mod.read(spec, sweep_path)
+    ledger = ledger_mod.read(spec, sweep_path, retry_failed=retry_failed)
     meta = begin_session(spec, storage, sweep_path, resume=resume)
     if resume and ledger.complete:
         # Every trial is recorded (the driver died during its report): finish without Ray.
