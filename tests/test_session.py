@@ -66,6 +66,13 @@ def _driver(tmp_path: Path, how: str) -> tuple[subprocess.Popen, dict]:
     return proc, info
 
 
+def _sleeper() -> subprocess.Popen:
+    """A stray process, once it runs its own program (before exec it still shows pytest's)."""
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    assert wait_for(lambda: "time.sleep(600)" in " ".join(procs.cmdline(stray.pid)), timeout_s=10)
+    return stray
+
+
 def _tree(pid: int) -> list[procs.Proc]:
     return procs.descendants([pid])
 
@@ -97,7 +104,7 @@ def test_a_driver_that_exits_normally_leaves_no_record(tmp_path: Path):
 def test_a_stale_session_is_stopped_and_named_when_the_reaper_died_too(tmp_path: Path):
     sweep = tmp_path / "s"
     sweep.mkdir()
-    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stray = _sleeper()
     try:
         me = procs.describe(stray.pid)
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -119,7 +126,7 @@ def test_a_stale_session_is_stopped_and_named_when_the_reaper_died_too(tmp_path:
 def test_stale_sessions_of_other_hosts_and_live_drivers_are_left_alone(tmp_path: Path):
     sweep = tmp_path / "s"
     sweep.mkdir()
-    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stray = _sleeper()
     try:
         me = procs.describe(stray.pid)
         mine = procs.describe(os.getpid())
