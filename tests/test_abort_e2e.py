@@ -53,7 +53,7 @@ def test_a_config_error_stops_the_sweep_at_once(tmp_path: Path) -> None:
 
     sweep = tmp_path / "results" / "abort"
     meta = json.loads((sweep / "sweep.json").read_text())
-    assert meta["status"] == "aborted"
+    assert meta["state"] == "aborted"
     assert meta["aborted"]["message"].startswith("ConfigError: dataset 'folder': data_root ")
     assert meta["aborted"]["trials_stopped"] == 0
     df = pd.read_parquet(sweep / "trials")

@@ -1,75 +1,122 @@
-"""Driver death: SIGKILL the sweep driver (and its local Ray) mid-sweep, then `sweeper resume`."""
+"""MLflow across a driver's death and an --overwrite, on a real SQLite store (no Ray).
+
+The kill matrix (tests/test_kill_matrix.py) SIGKILLs real sweeps; these check the pieces it
+relies on one by one: a dead driver's runs end as the ledger says (FINISHED when their trial
+was recorded, KILLED with the resume's name otherwise), the parent run is adopted rather than
+duplicated, and --overwrite soft-deletes the earlier sweep's runs only.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import itertools
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import yaml
-from conftest import TINY_TRAIN, sweeper_cmd
-from proc_utils import kill_everything_under, wait_for
+from sweep_files import SAMPLED
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+from sweeper.run.parent_run import open_tracking, reopen_parent, start_parent
+from sweeper.run.storage import Storage
+from sweeper.run.tracking import Tracker
+from sweeper.spec import SweepSpec
 
-SPEC = {
-    "name": "crashy",
-    "train": {**TINY_TRAIN, "iterations": 30, "eval_every": 10},
-    "space": {"normalizer": {"choice": ["sn", "bsn"]}, "scale": {"loguniform": [0.5, 2.0]}},
-    "seeds": [0, 1],
-    "search": {"sampler": "tpe", "seed": 1, "trials": 4},
-    "resources": {"max_concurrent": 2},
-}
+_names = itertools.count()
 
 
-def test_sigkill_driver_then_resume_gives_exact_results(tmp_path: Path, sweeper_env: dict[str, str]):
-    (tmp_path / "crashy.yaml").write_text(yaml.safe_dump(SPEC))
-    env = sweeper_env
-    trials_dir = tmp_path / "results" / "crashy" / "trials"
-    log = (tmp_path / "first.log").open("w")
-    driver = subprocess.Popen(
-        [*sweeper_cmd(), "run", "crashy.yaml", "--num-cpus", "2"], cwd=tmp_path, env=env,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert (
-            wait_for(lambda: len(list(trials_dir.glob("*.parquet"))) >= 2 or driver.poll() is not None, timeout_s=240)
-            and driver.poll() is None
-        ), (tmp_path / "first.log").read_text()[-3000:]
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started die at once
-        driver.wait(timeout=30)
-    finally:
-        kill_everything_under(Path(env["TMPDIR"]))
-    done_before = len(list(trials_dir.glob("*.parquet")))
-    assert done_before < 8, "the sweep finished before it could be killed; make the trials longer"
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts"
 
-    proc = subprocess.run(
-        [*sweeper_cmd(), "resume", "crashy"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    df = pd.read_parquet(trials_dir)
-    assert not df.duplicated(["trial_id", "attempt"]).any()
-    latest = df.sort_values("attempt").groupby("trial_id").tail(1)
-    assert len(latest) == 8  # 4 configurations x 2 seeds, each exactly once
-    assert (latest["status"] == "completed").all()
-    assert (df["status"] == "completed").sum() == 8  # one completed row per trial, no duplicates
+def _sweep(store) -> tuple[SweepSpec, Tracker]:
+    spec = SweepSpec.model_validate({**SAMPLED, "name": f"res{next(_names)}"})
+    return spec, Tracker(store[0], spec.name, store[1])
 
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("crashy")
-    runs = client.search_runs([exp.experiment_id])
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    finished = [r for r in runs if r.data.tags.get("snsweep.role") == "trial" and r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(latest["trial_id"])
-    parents = [r for r in runs if r.data.tags.get("snsweep.role") == "sweep"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+def _trial(tracker: Tracker, parent, tid: str):
+    tags = {"trial_id": tid, "snsweep.role": "trial", "status": "running", "attempt": "1"}
+    return tracker.start_run(f"{tid}-a1", tags, {}, parent=parent)
+
+
+def _runs(tracker: Tracker, deleted: bool = False) -> dict[str, object]:
+    from mlflow.entities import ViewType
+
+    exp = tracker.client.get_experiment_by_name(tracker.experiment_name)
+    view = ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY
+    return {r.info.run_name: r for r in tracker.client.search_runs([exp.experiment_id], run_view_type=view)}
+
+
+def test_a_dead_drivers_runs_end_as_the_ledger_says_and_the_parent_continues(store):
+    spec, dead = _sweep(store)
+    parent = start_parent(dead, spec)
+    recorded = _trial(dead, parent, "t1")
+    _trial(dead, parent, "t2")  # cut off mid-training
+    assert dead.drain(timeout_s=30)  # ... and the driver dies: every run stays RUNNING
+
+    tracker = Tracker(store[0], spec.name, store[1])
+    said: list[str] = []
+    again = reopen_parent(tracker, {"mlflow_parent_run_id": parent.run_id}, spec, said.append,
+                          recorded={recorded.run_id: ("t1", "completed")}, label="resume 1 (2026-01-01)")  # fmt: skip
+    assert again.run_id == parent.run_id
+    runs = _runs(tracker)
+    assert runs[spec.name].info.status == "RUNNING"  # the parent, adopted by this session
+    assert runs["t1-a1"].info.status == "FINISHED" and runs["t1-a1"].data.tags["status"] == "completed"
+    killed = runs["t2-a1"]
+    assert killed.info.status == "KILLED" and killed.data.tags["status"] == "killed"
+    assert killed.data.tags["snsweep.ended_by"] == "resume 1 (2026-01-01)"
+    assert said == ["marked 1 MLflow run(s) of the dead driver KILLED (their trials run again)",
+                    "ended 1 MLflow run(s) whose trials the dead driver had recorded"]  # fmt: skip
+
+
+def test_a_parent_that_never_reached_sweep_json_is_adopted_not_duplicated(store):
+    spec, dead = _sweep(store)
+    parent = start_parent(dead, spec)
+    assert dead.drain(timeout_s=30)  # the driver died before writing the id into sweep.json
+
+    tracker = Tracker(store[0], spec.name, store[1])
+    again = reopen_parent(tracker, {}, spec, lambda _: None)
+    assert again.run_id == parent.run_id
+    assert [r.data.tags["snsweep.role"] for r in _runs(tracker).values()] == ["sweep"]
+
+
+def test_overwrite_soft_deletes_the_earlier_sweep_and_nothing_else(store, tmp_path: Path):
+    spec, old = _sweep(store)
+    parent = start_parent(old, spec)
+    _trial(old, parent, "t1"), _trial(old, parent, "t2")
+    old.close("FINISHED")
+    assert old.drain(timeout_s=30)
+    other_spec, other = _sweep(store)
+    start_parent(other, other_spec)
+    assert other.drain(timeout_s=30)
+
+    storage = Storage(tmp_path, store[0], store[1])
+    said: list[str] = []
+    tracker, fresh = open_tracking(storage, spec, tmp_path, said.append, overwrite=True)
+    assert said[0] == f"deleted the 3 MLflow run(s) of the earlier sweep {spec.name} (soft delete)"
+    active = _runs(tracker)
+    assert list(active) == [spec.name] and active[spec.name].info.run_id == fresh.run_id  # the UI shows one
+    assert sorted(_runs(tracker, deleted=True)) == sorted([spec.name, "t1-a1", "t2-a1"])  # restorable
+    assert len(_runs(other)) == 1  # another sweep's runs are untouched
+
+
+def test_a_driver_killed_while_mlflow_builds_its_store_leaves_no_broken_store(tmp_path: Path):
+    """MLflow migrates a new SQLite store in place for seconds; a SIGKILL then used to leave a file
+    no MLflow could open again ('duplicate column name'). It is now built aside and linked whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from proc_utils import wait_for
+
+    db = tmp_path / "mlflow.db"
+    code = f"from sweeper.run import sqlite_store; sqlite_store.prepare('sqlite:///{db}')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.tmp")), timeout_s=60)  # migrating now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not db.exists()
+    tracker = Tracker(f"sqlite:///{db}", "after-kill", tmp_path / "mlartifacts")  # builds it anew
+    assert tracker.experiment_id() and db.is_file()
+    assert not list(tmp_path.glob(".mlflow.db.*"))  # the dead driver's half-built store is gone

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sweeper.cli.context import Globals, fail, guard, state, storage_of
+from sweeper.cli.context import Globals, fail, guard, state
 
 
 def report(
@@ -66,13 +66,54 @@ def ui(
 ) -> None:
     """Open the MLflow UI over the sweeps' tracking store."""
     g = state(ctx)
-    storage = storage_of(g)
-    if storage.tracking_uri is None or storage.tracking_uri.startswith("http"):
-        fail(f"the tracking store is {storage.tracking_uri}: open it in a browser directly")
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, got {port}")
+    uri, artifacts = find_store(g)
+    if uri.startswith("http"):
+        fail(f"the tracking store is the MLflow server {uri}: open it in a browser directly")
     cmd = [
-        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", storage.tracking_uri,
-        "--default-artifact-root", str(storage.artifact_root.resolve()), "--host", host, "--port", str(port),
+        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+        "--default-artifact-root", str(artifacts), "--host", host, "--port", str(port),
     ]  # fmt: skip
-    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    typer.echo(f"MLflow UI over {uri} on http://{host}:{port} (Ctrl-C to stop)")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.execv(sys.executable, cmd)
+
+
+def find_store(g: Globals) -> tuple[str, Path]:
+    """The MLflow store to show: --tracking-uri, $MLFLOW_TRACKING_URI, ./mlflow.db, or the one the
+    sweeps under --results-dir recorded. Never an empty new one (``mlflow ui`` would create it)."""
+    from sweeper import results
+    from sweeper.run.storage import default_storage
+
+    if g.tracking_uri == "none":
+        fail("--tracking-uri none disables tracking: there is no MLflow store to show")
+    given = g.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given:
+        storage = default_storage(g.results_dir, given)
+        if given.startswith("sqlite:///") and not Path(given[len("sqlite:///") :]).is_file():
+            source = "--tracking-uri" if g.tracking_uri else "$MLFLOW_TRACKING_URI"
+            fail(f"no MLflow store at {given} ({source}): the file does not exist; run a sweep with it first")
+        return given, storage.artifact_root.resolve()
+    local = Path("mlflow.db").resolve()
+    if local.is_file():
+        return f"sqlite:///{local}", default_storage(g.results_dir, f"sqlite:///{local}").artifact_root.resolve()
+    found: dict[str, Path] = {}
+    for meta_path in sorted(Path(g.results_dir).glob("*/sweep.json")):
+        meta = results.read_sweep_meta(meta_path.parent)
+        uri = meta.get("tracking_uri")
+        if uri and (not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file()):
+            found.setdefault(uri, Path(meta.get("artifact_root") or default_storage(None, uri).artifact_root))
+    if len(found) == 1:
+        return next(iter(found.items()))
+    if len(found) > 1:
+        fail(
+            f"the sweeps under {g.results_dir} use {len(found)} MLflow stores ({', '.join(found)}); "
+            "pick one with `sweeper --tracking-uri URI ui`"
+        )
+    fail(
+        f"no MLflow store found: looked for {local}, $MLFLOW_TRACKING_URI (unset) and the stores recorded by "
+        f"sweeps under {Path(g.results_dir).resolve()} (none); run a sweep first, or point at a store with "
+        "`sweeper --tracking-uri sqlite:///PATH/mlflow.db ui` (or `sweeper --results-dir DIR ui`)"
+    )
+    raise AssertionError  # fail() exits

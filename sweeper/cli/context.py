@@ -64,8 +64,12 @@ def fail(lines: list[str] | str, code: int = 2) -> None:
 
 
 def guard(g: Globals, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; user errors become one line each and exit code 2."""
-    from sweeper.errors import UserError
+    """Run ``fn``; user errors become one line each and exit code 2.
+
+    Anything else is a bug, not the user's to read as a traceback: one line with its type and
+    message, and the path of a log file holding the full traceback (exit code 1). ``--debug``
+    lets every exception through as it is. Ctrl-C ends with one line and exit code 130."""
+    from sweeper.errors import UserError, one_line
     from trainers.config import ConfigError
 
     try:
@@ -80,6 +84,43 @@ def guard(g: Globals, fn: Callable[[], Any]) -> Any:
         if g.debug:
             raise
         fail(str(e))
+    except KeyboardInterrupt:
+        if g.debug:
+            raise
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if g.debug:
+            raise
+        log = crash_log(g, e)
+        message = one_line(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        where = f"; the full traceback is in {log}" if log else ""
+        typer.echo(f"error: unexpected {type(e).__name__}: {message}{where} (--debug shows it here)", err=True)
+        raise typer.Exit(1) from None
+
+
+def crash_log(g: Globals, exc: BaseException) -> Path | None:
+    """Write the traceback of ``exc`` to ``<results dir>/logs/`` (or the temp dir); its path."""
+    import sys
+    import tempfile
+    import traceback
+    from datetime import datetime
+
+    text = (
+        f"sweeper {' '.join(sys.argv[1:])}\n{datetime.now().isoformat()}  pid {os.getpid()}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (Path(g.results_dir) / "logs", Path(tempfile.gettempdir()) / "snsweep-logs"):
+        try:
+            if folder.parent.is_dir():
+                folder.mkdir(exist_ok=True)
+                path = folder / f"crash-{stamp}-{os.getpid()}.log"
+                path.write_text(text)
+                return path.resolve()
+        except OSError:
+            continue
+    return None
 
 
 def storage_of(g: Globals):  # -> Storage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -107,7 +108,6 @@ def status(
     g = state(ctx)
 
     def go() -> None:
-        from sweeper import results
 
         if job:
             from sweeper.cli import cluster
@@ -124,18 +124,50 @@ def status(
         if not names:
             typer.echo(f"no sweeps under {root}")
             return
+        bad = []
         for n in names:
-            path = results.sweep_dir(root, n)
-            meta = results.read_sweep_meta(path)
-            if not meta:
-                raise FileNotFoundError(f"no sweep {n!r} under {root}")
-            df = results.latest_attempts(results.load(path)) if (path / "trials").exists() else None
-            counts = df["status"].value_counts().to_dict() if df is not None and not df.empty else {}
-            done = sum(counts.values())
-            shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none finished"
-            aborted = meta.get("aborted") if meta.get("status") == "aborted" else None
-            why = f"; ABORTED by trial {aborted['trial_id']}: {aborted['message']}" if aborted else ""
-            total = meta.get("trials", "?")
-            typer.echo(f"{n}: {done}/{total} trials finished ({shown}); started {meta.get('started_at')}{why}")
+            line = sweep_status(root, n)
+            if line is None:
+                bad.append(n)
+                continue
+            typer.echo(line)
+        if bad:
+            fail(f"no sweep {bad[0]!r} under {root} (no sweep.json); `sweeper status` lists the sweeps there")
 
     guard(g, go)
+
+
+def sweep_status(root: Path, name: str) -> str | None:
+    """One line: finished, incomplete (what `resume` would run) or running (and by whom)."""
+    from sweeper import results
+    from sweeper import spec as specmod
+    from sweeper.run import ledger
+    from sweeper.run.meta import ABORTED, FINISHED
+    from sweeper.run.session import lock_holder
+
+    path = results.sweep_dir(root, name)
+    meta = results.read_sweep_meta(path)
+    if not meta:
+        return None
+    try:
+        book = ledger.read(specmod.from_data(meta["spec"], f"{name}/sweep.json"), path)
+    except Exception as e:  # noqa: BLE001 - a sweep.json this version cannot read: say so, list the rest
+        return f"{name}: cannot read its spec ({type(e).__name__}: {e})"
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(book.counts().items())) or "none recorded"
+    done = f"{book.recorded}/{book.spec_trials} trials finished ({counts})"
+    who = lock_holder(path)
+    if who:
+        return f"{name}: running (driver pid {who.get('pid')} on {who.get('host')} since {who.get('since')}): {done}"
+    aborted = meta.get("aborted") if meta.get("state") == ABORTED else None
+    if aborted:
+        return (
+            f"{name}: aborted by trial {aborted['trial_id']}: {aborted['message']}; {done}; fix it, then "
+            f"`sweeper run ... --overwrite`"
+        )
+    if book.complete and meta.get("state", FINISHED) == FINISHED:  # no state: written before states existed
+        return f"{name}: finished, {done}; started {meta.get('started_at')}, finished {meta.get('finished_at')}"
+    why = "its driver died" if meta.get("state") == "running" else "stopped"
+    return (
+        f"{name}: incomplete ({why}), {done}, {book.missing} missing; `sweeper resume {name}` continues it; "
+        f"started {meta.get('started_at')}"
+    )

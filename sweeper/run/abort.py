@@ -24,6 +24,7 @@ from ray.tune import Stopper
 
 from sweeper import results
 from sweeper.errors import SweepError
+from sweeper.run.meta import ABORTED
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def finish_aborted(sweep_path: Path, recorder: Any, progress: Callable[[str], No
             progress(f"warning: {tracker.pending} MLflow calls could not be delivered ({tracker.last_error})")
         recorder.relink()
     meta = results.read_sweep_meta(sweep_path)
-    meta["status"] = "aborted"
+    meta["state"] = ABORTED  # run.meta's states: running -> finished | incomplete | aborted
     meta["aborted"] = {**asdict(abort), "trials_stopped": stopped}
     if parent is not None and parent.run_id:
         meta["mlflow_parent_run_id"] = parent.run_id

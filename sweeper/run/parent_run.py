@@ -33,8 +33,12 @@ def in_background(fn: Callable[..., Any], *args: Any) -> Future:
     return future
 
 
-def open_tracking(storage: Storage, spec: SweepSpec, sweep_path: Path, progress: Callable[[str], None]) -> tuple:
-    """(tracker, parent run) of a fresh sweep, or (None, None) when the store cannot be opened."""
+def open_tracking(
+    storage: Storage, spec: SweepSpec, sweep_path: Path, progress: Callable[[str], None], overwrite: bool = False
+) -> tuple:
+    """(tracker, parent run) of a fresh sweep, or (None, None) when the store cannot be opened.
+
+    ``overwrite``: the earlier sweep of this name is soft-deleted first (its parent and nested runs)."""
     from sweeper.run.tracking import Tracker
 
     try:
@@ -46,6 +50,13 @@ def open_tracking(storage: Storage, spec: SweepSpec, sweep_path: Path, progress:
             "this sweep records Parquet only (fix --tracking-uri, or pass --tracking-uri none)"
         )
         return None, None
+    if overwrite:
+        try:
+            n = tracker.delete_sweep_runs()
+            if n:
+                progress(f"deleted the {n} MLflow run(s) of the earlier sweep {spec.name} (soft delete)")
+        except Exception as e:  # noqa: BLE001 - the new sweep runs anyway; the old runs stay visible
+            progress(f"warning: could not delete the earlier MLflow runs of {spec.name} ({type(e).__name__}: {e})")
     return open_parent(tracker, spec, sweep_path, progress)
 
 
@@ -76,20 +87,34 @@ def start_parent(tracker: Any, spec: SweepSpec) -> Any:
     )
 
 
-def reopen_parent(tracker: Any, meta_prev: dict[str, Any], spec: SweepSpec, progress: Callable[[str], None]) -> Any:
-    """A resumed sweep: the dead driver's runs end KILLED, its parent run continues."""
-    if not meta_prev.get("mlflow_parent_run_id"):
-        parent = start_parent(tracker, spec)  # MLflow was down, or the driver died before the run existed
-        tracker.drain(timeout_s=60, progress=progress)
-        return parent
+def reopen_parent(
+    tracker: Any, meta_prev: dict[str, Any], spec: SweepSpec, progress: Callable[[str], None],
+    recorded: dict[str, tuple[str, str]] | None = None, label: str = "",
+) -> Any:  # fmt: skip
+    """A resumed sweep: the dead driver's runs are ended, its parent run continues.
+
+    ``recorded`` (MLflow run id -> (trial id, status), from the ledger) names the runs whose trial
+    the dead driver had recorded: they end FINISHED (or FAILED), the others KILLED, tagged with
+    ``label``, the session that replaces them. A parent run that exists but never reached
+    sweep.json (the driver died just after creating it) is found by its tag and adopted, so the
+    UI still shows one parent per sweep."""
+    parent_id = meta_prev.get("mlflow_parent_run_id")
     try:
-        killed = tracker.end_orphans(keep={meta_prev["mlflow_parent_run_id"]})
+        if not parent_id:
+            found = tracker.parent_runs()
+            parent_id = found[0].info.run_id if found else None
+        killed, closed = tracker.end_orphans(keep={parent_id} if parent_id else set(), recorded=recorded, label=label)
     except Exception as e:  # noqa: BLE001 - a tracking outage must not block a resume
-        killed = 0
+        killed = closed = 0
         progress(f"could not clean up MLflow runs now ({type(e).__name__}); they stay RUNNING")
     if killed:
-        progress(f"marked {killed} MLflow run(s) of the dead driver KILLED")
-    parent = tracker.adopt(meta_prev["mlflow_parent_run_id"], spec.name)
+        progress(f"marked {killed} MLflow run(s) of the dead driver KILLED (their trials run again)")
+    if closed:
+        progress(f"ended {closed} MLflow run(s) whose trials the dead driver had recorded")
+    if not parent_id:
+        parent = start_parent(tracker, spec)  # MLflow was down, or the driver died before the run existed
+    else:
+        parent = tracker.adopt(parent_id, spec.name)
     tracker.drain(timeout_s=60, progress=progress)
     return parent
 

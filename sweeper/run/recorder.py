@@ -22,10 +22,10 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeper import results
-from sweeper.run import trial_errors
+from sweeper.run import faults, ledger, trial_errors
 from sweeper.run.abort import AbortStopper
 from sweeper.run.packing import PACK_KEY
-from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TrialContext, trial_config
+from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TRIAL_ID_KEY, TrialContext, trial_config
 from sweeper.run.rows import summary_row
 from sweeper.run.tracking import RunHandle, Tracker
 
@@ -47,6 +47,7 @@ class SweepRecorder(Callback):
         tracking: Future | None = None,
         progress: Callable[[str], None] = print,
         progress_every_s: float = 5.0,
+        recorded: dict[str, int] | None = None,
     ):
         self.sweep = sweep
         self.sweep_path = Path(sweep_path)
@@ -73,6 +74,8 @@ class SweepRecorder(Callback):
         self._last_print: dict[str, float] = {}
         self.best: tuple[float, str] | None = None
         self.counts = dict.fromkeys(results.STATUSES, 0)
+        for status, n in (recorded or {}).items():  # a resumed sweep: trials earlier sessions recorded
+            self.counts[status] = self.counts.get(status, 0) + n
         self._existing_attempts = self._scan_attempts()
         self._unlinked: list[tuple[RunHandle, dict[str, Any]]] = []
         self._error_logs: dict[str, str] = {}
@@ -150,9 +153,15 @@ class SweepRecorder(Callback):
         return f"done {done}/{self.total}, running {running}, left {left}{best}"
 
     # --- Tune hooks: a Tune trial is one member, or K members when trials are packed ------------
+    def setup(self, **info: Any) -> None:
+        faults.point("tuner")  # the Tuner exists and fit() has begun; no trial has started yet
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        for mid, _, config in members_of(trial):
-            self._start(mid, config)
+        members = members_of(trial)
+        # where the trial's checkpoints go, for a resume; a pack's checkpoint holds all its members
+        path = str(trial.path) if len(members) == 1 and PACK_KEY not in trial.config else None
+        for mid, _, config in members:
+            self._start(mid, config, path)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         for mid, index, _ in members_of(trial):
@@ -217,7 +226,7 @@ class SweepRecorder(Callback):
         return len(open_)
 
     # --- one member ---------------------------------------------------------------------------
-    def _start(self, tid: str, config: dict[str, Any]) -> None:
+    def _start(self, tid: str, config: dict[str, Any], trial_path: str | None = None) -> None:
         if tid in self._recorded:
             self.say(f"  = trial {self._number(tid)} [{tid}] was already recorded before the restart")
             return
@@ -225,6 +234,7 @@ class SweepRecorder(Callback):
             self.tracker.end_run(self._runs[tid], "FAILED")  # a retried attempt: the old one died
         self._attempt[tid] = self._attempt.get(tid, self._existing_attempts.get(tid, 0)) + 1
         self._started[tid] = datetime.now(UTC)
+        ledger.note_start(self.sweep_path, tid, config, self._attempt[tid], trial_path)
         self._finished.discard(tid)
         self._configs[tid] = config
         params = self._params(config)
@@ -349,11 +359,15 @@ class SweepRecorder(Callback):
 
 
 def members_of(trial: Any) -> list[tuple[str, int | None, dict[str, Any]]]:
-    """(member id, index in the pack or None, sampled config) for each training in a Tune trial."""
+    """(member id, index in the pack or None, sampled config) for each training in a Tune trial.
+
+    A resumed sweep re-runs an unfinished trial under its old id (``__trial_id__`` in its config)."""
     config = dict(trial.config)
     if PACK_KEY in config:
-        return [(f"{trial.trial_id}-m{i}", i, dict(c)) for i, c in enumerate(config[PACK_KEY])]
-    return [(trial.trial_id, None, config)]
+        return [
+            (str(c.get(TRIAL_ID_KEY) or f"{trial.trial_id}-m{i}"), i, dict(c)) for i, c in enumerate(config[PACK_KEY])
+        ]
+    return [(str(config.get(TRIAL_ID_KEY) or trial.trial_id), None, config)]
 
 
 def member_result(result: dict[str, Any], index: int | None) -> dict[str, Any] | None:

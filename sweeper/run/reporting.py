@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 INDEX_KEY = "__trial_index__"  # set by Ray's Repeater: which replicate seed this trial is
+TRIAL_ID_KEY = "__trial_id__"  # set on resume: the id an unfinished trial is recorded under again
 OBJECTIVE = "objective"
 
 
@@ -31,6 +32,8 @@ class TrialContext:
     """DDP workers per trial (``resources.workers``); 1 trains in the Tune function itself."""
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    restore: dict[str, str] = field(default_factory=dict)
+    """Resume: trial id -> the checkpoint folder its dead attempt left (``sweeper.run.ledger``)."""
 
 
 def trial_config(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:

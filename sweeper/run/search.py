@@ -14,7 +14,12 @@ from sweeper.run.reporting import OBJECTIVE
 from sweeper.spec import SweepSpec
 
 
-def make_searcher(spec: SweepSpec) -> Any:
+def make_searcher(
+    spec: SweepSpec, evaluated: list[tuple[dict[str, Any], float]] | None = None, seed_offset: int = 0
+) -> Any:
+    """``evaluated``: configurations a resumed sweep already finished, with their mean objective (a
+    fresh study learns them first); ``seed_offset``: how many configurations exist already, so a
+    seeded sampler does not hand the first ones out again (``sweeper.run.ledger``)."""
     import optuna
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
@@ -22,7 +27,7 @@ def make_searcher(spec: SweepSpec) -> Any:
     from sweeper.spec.space import grid_points, optuna_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = spec.search.seed
+    seed = spec.search.seed + seed_offset
     startup = max(2, min(10, spec.search.trials // 2))
     samplers: dict[str, Callable[[], Any]] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
@@ -35,15 +40,19 @@ def make_searcher(spec: SweepSpec) -> Any:
         # Everything is fixed (e.g. one grid point): OptunaSearch refuses an empty space, so give it a
         # constant placeholder; keys starting with "__" never reach the training config.
         space = {"__constant__": optuna.distributions.CategoricalDistribution([0])}
-    points = None
+    points = rewards = None
     if spec.is_grid:
         points = [{k: v for k, v in pt.items() if k in space} or {"__constant__": 0} for pt in grid_points(spec)]
+    elif evaluated:
+        points = [{k: params[k] for k in space if k in params} for params, _ in evaluated]
+        rewards = [value for _, value in evaluated]
     searcher = OptunaSearch(
         space=space,
         metric=OBJECTIVE,
         mode=spec.metric_mode,
         sampler=samplers[spec.search.sampler](),
         points_to_evaluate=points,
+        evaluated_rewards=rewards,
     )
     # Each configuration runs once per seed; Optuna is told the mean over seeds.
     return Repeater(searcher, repeat=len(spec.seeds), set_index=True)

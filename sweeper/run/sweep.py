@@ -1,75 +1,67 @@
 """Run (or resume) one sweep: Ray Tune schedules, Optuna chooses, the recorder records.
 
-The flow is spec -> (Optuna space, fixed params) -> Tuner(OptunaSearch wrapped in
-a Repeater for the seed replicates, FIFO or ASHA, resources per trial) -> trials
--> driver callback (MLflow + Parquet) -> report. Ray's own console output is
-silenced (``verbose=0``) in favour of the recorder's progress lines.
+One session of a sweep, start to end::
+
+    prepare (nothing written)  ->  lock the sweep  ->  stop a dead driver's stale Ray
+      -> ledger (what the spec asks for, what is recorded)  ->  sweep.json (state: running)
+      -> Ray (local: with its reaper)  ->  MLflow (fresh: parent run; resume: orphans ended)
+      -> Tuner over the ledger's plan  ->  trials  ->  finish (ledger check, report, state)
+
+``run`` and ``resume`` are the same session: a fresh sweep is one whose ledger is empty. What a
+resume runs comes from the ledger (``sweeper.run.ledger``), never from whatever Tune state a dead
+driver left: unfinished trials again under their ids and from their last checkpoints, then the
+rest of the spec. Ray's console output is silenced (``verbose=0``) in favour of the recorder's.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sweeper import results
-from sweeper.errors import SweepError
-from sweeper.run.meta import directions_for, sweep_meta
+from sweeper.errors import SweepError, UserError
+from sweeper.run import faults
+from sweeper.run import ledger as ledger_mod
+from sweeper.run.finish import SweepOutcome, best_configuration, finish_sweep
+from sweeper.run.meta import FINISHED, add_budget_used, begin_session, directions_for, end_session, session_label
 from sweeper.run.parent_run import in_background, open_tracking, preload_in_background, reopen_parent
-from sweeper.run.ray_runtime import check_resources, probe_address, start_ray
+from sweeper.run.ray_runtime import check_resources, probe_address, start_ray, tune_log_to
 from sweeper.run.reporting import TrialContext
-from sweeper.run.search import make_pack_searcher, make_scheduler, make_searcher
+from sweeper.run.session import LOCK_FILE, driver_lock, lock_holder, stop_stale
 from sweeper.run.storage import Storage
 from sweeper.spec import SweepSpec
 
 TUNE_DIR = "tune"
+__all__ = ["SweepOutcome", "best_configuration", "existing_sweep", "run_sweep"]
 
 
-@dataclass
-class SweepOutcome:
-    name: str
-    sweep_path: Path
-    counts: dict[str, int]
-    report_path: Path | None
-    best: dict[str, Any] | None
-    parent_run_id: str | None
-    failed_fraction: float
-    timings: dict[str, float] = field(default_factory=dict)
-    """Wall seconds per phase: ray_start, tracking_setup, trials, finish (report + MLflow drain)."""
+def existing_sweep(spec: SweepSpec, results_dir: Path) -> bool:
+    """For --resume-if-exists: True when this sweep exists (then it is resumed).
 
-
-def restorable(spec: SweepSpec, results_dir: Path) -> bool:
-    """For --resume-if-exists: True when the sweep's Tune state can be restored.
-
-    Refuses (SweepError) when the spec changed since the sweep started, or when results
-    exist without restorable state: silently mixing two sweeps would corrupt both.
-    """
-    from ray import tune
-
+    Refuses (SweepError) when the spec changed since the sweep started, or when results exist
+    without a sweep.json: silently mixing two sweeps would corrupt both."""
     path = results.sweep_dir(results_dir, spec.name)
-    if not (path / TUNE_DIR).exists():
+    before = results.read_sweep_meta(path)
+    if not before:
         if (path / "trials").exists():
-            raise SweepError(f"{path} has results but no restorable sweep state; use --overwrite to start again")
+            raise SweepError(f"{path} has results but no sweep.json; use --overwrite to start again")
         return False
-    before = results.read_sweep_meta(path).get("spec")
-    now = spec.model_dump(mode="json")
-    if before is not None and before != now:
-        diff = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in now if before.get(k) != now.get(k))
+    old, now = before.get("spec"), spec.model_dump(mode="json")
+    if old is not None and old != now:
+        diff = "; ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in now if old.get(k) != now.get(k))
         raise SweepError(f"sweep {spec.name!r} exists with a different spec ({diff}); rename it or --overwrite")
-    if not tune.Tuner.can_restore(str((path / TUNE_DIR).resolve())):
-        raise SweepError(f"{path / TUNE_DIR} cannot be restored; use --overwrite to start again")
     return True
 
 
-# --- preparation (no Ray yet) -----------------------------------------------------------------
+# --- preparation (nothing is written) ---------------------------------------------------------
 def prepare_dir(spec: SweepSpec, storage: Storage, *, resume: bool, overwrite: bool) -> Path:
-    """Check the results dir is usable before anything starts; nothing is written on error."""
+    """Check the results dir is usable and the sweep's state allows this command."""
     root = storage.results_dir
     probe = root
     while not probe.exists():
@@ -77,19 +69,39 @@ def prepare_dir(spec: SweepSpec, storage: Storage, *, resume: bool, overwrite: b
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise SweepError(f"results dir {root} is not writable (nearest existing: {probe}); pass --results-dir")
     path = results.sweep_dir(root, spec.name)
-    has_state = (path / TUNE_DIR).exists() or (path / "trials").exists()
+    who = lock_holder(path)
+    if who:
+        raise SweepError(
+            f"sweep {spec.name!r} is being run by pid {who.get('pid', '?')} on {who.get('host', '?')} since "
+            f"{who.get('since', '?')}; wait for it to end (`sweeper status {spec.name}`) or stop that process first"
+        )
+    meta = results.read_sweep_meta(path)
     if resume:
-        if not (path / TUNE_DIR).exists():
+        if not meta:
             raise SweepError(f"no sweep {spec.name!r} to resume under {root}; start it with `sweeper run`")
         return path
-    if has_state and not overwrite:
+    if (meta or (path / "trials").exists() or (path / TUNE_DIR).exists()) and not overwrite:
+        if meta.get("state") == FINISHED:
+            raise SweepError(
+                f"sweep {spec.name!r} already finished in {path}: `sweeper report {spec.name}` rebuilds its "
+                "report, `--overwrite` runs it again"
+            )
         raise SweepError(
             f"sweep {spec.name!r} already has results in {path}: `sweeper resume {spec.name}` continues it, "
             f"`--overwrite` starts it again"
         )
-    if has_state and overwrite:
-        shutil.rmtree(path)
     return path
+
+
+def _clear(path: Path) -> None:
+    """--overwrite: remove the earlier sweep's files, keeping the lock this driver holds."""
+    for child in path.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def fixed_and_context(spec: SweepSpec, cpus: float) -> tuple[dict[str, Any], TrialContext]:
@@ -134,7 +146,10 @@ def run_sweep(
     num_cpus: int | None = None,
     dashboard: bool = False,
     progress: Callable[[str], None] = print,
+    retry_failed: bool = False,
 ) -> SweepOutcome:
+    """One session of a sweep (see the module's docstring); ``retry_failed`` (resume) runs the
+    failed trials again as well as the missing ones."""
     if address or os.environ.get("RAY_ADDRESS"):
         probe_address(address or os.environ["RAY_ADDRESS"])  # seconds, not Ray's minute of retries
     else:  # a local Ray: this machine must fit one trial
@@ -143,60 +158,147 @@ def run_sweep(
         problems = capacity_problems(spec.resources, local_capacity(num_cpus))
         if problems:
             raise SweepError(problems)
-    from ray import tune
-
-    from sweeper.run.packing import run_pack_trial
-    from sweeper.run.recorder import SweepRecorder
-    from sweeper.run.trial import run_trial
-
     sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
-    _, ctx = fixed_and_context(spec, spec.resources.cpus_per_trial)
-    metrics = spec.train_metrics
-    directions = directions_for(metrics)
+    fresh_dir = not sweep_path.exists()
+    with driver_lock(sweep_path, spec.name):
+        if overwrite and not resume:
+            _clear(sweep_path)
+        stop_stale(sweep_path, progress)
+        try:
+            return _session(
+                spec, storage, sweep_path, address, resume, overwrite, num_cpus, dashboard, progress, retry_failed
+            )
+        except UserError:
+            # Refused before any trial ran (e.g. GPUs the cluster lacks): leave no half-made sweep.
+            started = (sweep_path / "trials").exists() or (sweep_path / ledger_mod.STARTED_FILE).exists()
+            if not resume and not started:
+                _clear(sweep_path)
+                if fresh_dir:
+                    shutil.rmtree(sweep_path, ignore_errors=True)
+            raise
+
+
+def _session(
+    spec: SweepSpec, storage: Storage, sweep_path: Path, address: str | None, resume: bool, overwrite: bool,
+    num_cpus: int | None, dashboard: bool, progress: Callable[[str], None], retry_failed: bool = False,
+) -> SweepOutcome:  # fmt: skip
+    meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
+    ledger = ledger_mod.read(spec, sweep_path, retry_failed=retry_failed)
+    meta = begin_session(spec, storage, sweep_path, resume=resume)
+    if resume and ledger.complete:
+        # Every trial is recorded (the driver died during its report): finish without Ray.
+        progress(f"sweep {spec.name}: all {ledger.spec_trials} trials are recorded; finishing it")
+        tracker, parent = _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress)
+        return finish_sweep(spec, sweep_path, tracker, parent, ledger, progress)
 
     clock = _Clock()
     preload = preload_in_background(storage)  # imports overlap Ray's start-up; nothing is written yet
-    start_ray(address, num_cpus=num_cpus, dashboard=dashboard)
+    start_ray(address, num_cpus=num_cpus, dashboard=dashboard, sweep_path=sweep_path)
+    faults.point("ray_started")
     check_resources(spec)
     clock.lap("ray_start")
     preload.join()
 
-    meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
-    meta = sweep_meta(spec, storage)
-    if resume:
-        meta = {**meta_prev, "resumed_at": meta["started_at"]}
-    results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
-
     tracker = parent = None
     tracking: Future | None = None
     if storage.tracking_uri and resume:
-        from sweeper.run.tracking import Tracker
-
-        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
-        parent = reopen_parent(tracker, meta_prev, spec, progress)
+        tracker, parent = _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress)
     elif storage.tracking_uri:
         # Opening a fresh SQLite store takes seconds (MLflow runs its schema migrations). Done
         # while Ray spawns the trial workers, the two overlap; the recorder waits for it at its
         # first call, by which time it is almost always ready.
-        tracking = in_background(open_tracking, storage, spec, sweep_path, progress)
+        tracking = in_background(open_tracking, storage, spec, sweep_path, progress, overwrite)
     clock.lap("tracking_setup")
 
+    plan = ledger.plan()
+    _, ctx = fixed_and_context(spec, spec.resources.cpus_per_trial)
+    restore = {s.trial_id: s.checkpoint for s in plan.slots if s.trial_id and s.checkpoint}
+    ctx = dataclasses.replace(ctx, restore=restore)
+    from sweeper.run.recorder import SweepRecorder
+
     recorder = SweepRecorder(
-        sweep=spec.name, sweep_path=sweep_path, ctx=ctx, metrics=metrics, directions=directions,
-        tracker=tracker, parent=parent, tracking=tracking, total_trials=spec.n_trials, progress=progress,
+        sweep=spec.name, sweep_path=sweep_path, ctx=ctx, metrics=spec.train_metrics,
+        directions=directions_for(spec.train_metrics), tracker=tracker, parent=parent, tracking=tracking,
+        total_trials=spec.n_trials, progress=progress, recorded=ledger.counts(),
     )  # fmt: skip
+    recorder.note_previous_attempts(ledger.attempts())
     if resume and tracker is not None:
         try:
             recorder.note_previous_attempts(tracker.attempts_by_trial())
-        except Exception as e:  # noqa: BLE001 - numbering falls back to the Parquet files
+        except Exception as e:  # noqa: BLE001 - numbering falls back to the ledger
             progress(f"could not read earlier attempts from MLflow ({type(e).__name__})")
+
+    progress(
+        f"sweep {spec.name}: {spec.n_trials} trials ({spec.n_configurations} configurations x "
+        f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}), sampler {spec.search.sampler}, "
+        f"objective {spec.objective.metric} "
+        f"({spec.metric_mode}, {spec.objective.selection}); results in {sweep_path}"
+    )
+    again = sum(1 for s in plan.slots if s.trial_id)
+    if ledger.recorded or again:
+        progress(
+            f"resuming: {ledger.summary()}; {again} unfinished trial(s) run again "
+            f"({len(ctx.restore)} from their last checkpoint), {plan.total - again} to start"
+        )
+    faults.point("banner")
+    tuner = _tuner(spec, plan, ctx, recorder, sweep_path, ledger.budget_left_s)
+    try:
+        with tune_log_to(sweep_path / "logs" / "tune.log"):
+            tuner.fit()
+    except KeyboardInterrupt:
+        if recorder.tracker is not None:
+            recorder.tracker.close("KILLED")
+            recorder.tracker.drain(timeout_s=10)
+        end_session(sweep_path, ledger_mod.read(spec, sweep_path))
+        progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
+        raise
+    clock.lap("trials")
+    if recorder.stopper.reason is not None:  # a deterministic config error ended the sweep (run.abort)
+        from sweeper.run.abort import finish_aborted
+
+        raise finish_aborted(sweep_path, recorder, progress)
+    if spec.search.time_budget_s is not None:
+        add_budget_used(sweep_path, clock.laps["trials"])
+    ledger = ledger_mod.read(spec, sweep_path)
+    if ledger.budget_spent and ledger.missing:
+        progress(f"the time budget of {spec.search.time_budget_s:g} s is spent: {ledger.summary()}")
+    outcome = finish_sweep(spec, sweep_path, recorder.tracker, recorder.parent, ledger, progress, recorder.relink)
+    clock.lap("finish")
+    outcome.timings = clock.laps
+    return outcome
+
+
+def _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress) -> tuple:  # noqa: ANN001
+    """A resumed sweep's tracker and parent run (the dead driver's runs ended), or (None, None)."""
+    if not storage.tracking_uri:
+        return None, None
+    from sweeper.run.tracking import Tracker
+
+    try:
+        tracker = Tracker(storage.tracking_uri, spec.name, storage.artifact_root)
+    except Exception as e:  # noqa: BLE001 - the trials run anyway; their Parquet rows are the record
+        progress(f"warning: cannot open the MLflow store {storage.tracking_uri} ({type(e).__name__}); Parquet only")
+        return None, None
+    parent = reopen_parent(tracker, meta_prev, spec, progress, ledger.run_ids(), session_label(meta))
+    return tracker, parent
+
+
+def _tuner(
+    spec: SweepSpec, plan: ledger_mod.Plan, ctx: TrialContext, recorder: Any, sweep_path: Path,
+    budget_left_s: float | None,
+) -> Any:  # fmt: skip
+    from ray import tune
+
     from sweeper.run.distributed import trial_resources, with_workers
+    from sweeper.run.packing import run_pack_trial
+    from sweeper.run.remaining import make_session_searcher, tune_trials
+    from sweeper.run.search import make_scheduler
+    from sweeper.run.trial import run_trial
 
     trainable = tune.with_resources(  # workers > 1: the Tune function launches a TorchTrainer (sweeper/distributed.py)
         tune.with_parameters(run_pack_trial if spec.pack > 1 else run_trial, ctx=with_workers(ctx, spec.resources)),
         trial_resources(spec.resources),
     )
-    tune_path = (sweep_path / TUNE_DIR).resolve()
     concurrency = spec.resources.max_concurrent
     if concurrency is None and spec.resources.workers > 1:
         # A multi-worker trial's Tune function reserves almost nothing; without a cap every trial
@@ -205,126 +307,23 @@ def run_sweep(
 
         per_trial = spec.resources.workers * spec.resources.cpus_per_trial
         concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
-    progress(
-        f"sweep {spec.name}: {spec.n_trials} trials ({spec.n_configurations} configurations x "
-        f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}), sampler {spec.search.sampler}, "
-        f"objective {spec.objective.metric} "
-        f"({spec.metric_mode}, {spec.objective.selection}); results in {sweep_path}"
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=make_session_searcher(spec, plan),
+            scheduler=make_scheduler(spec),
+            num_samples=tune_trials(spec, plan),
+            max_concurrent_trials=concurrency,
+            time_budget_s=budget_left_s,  # what earlier sessions left of search.time_budget_s
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(sweep_path.resolve()),
+            callbacks=[recorder],
+            stop=recorder.stopper,  # the first deterministic config error ends the sweep (run.abort)
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
     )
-    if resume:
-        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
-        tuner._local_tuner.get_run_config().callbacks = [recorder]  # the pickled one is stale
-        tuner._local_tuner.get_run_config().stop = recorder.stopper  # so is its stopper
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=make_pack_searcher(spec) if spec.pack > 1 else make_searcher(spec),
-                scheduler=make_scheduler(spec),
-                # packs are cut per normalizer (sweeper.run.packing), so may be fewer than `pack`: the
-                # pack searcher finishes the sweep, Tune's count is only an upper bound
-                num_samples=spec.n_trials if spec.pack > 1 else spec.n_tune_trials,
-                max_concurrent_trials=concurrency,
-                time_budget_s=spec.search.time_budget_s,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=TUNE_DIR,
-                storage_path=str(sweep_path.resolve()),
-                callbacks=[recorder],
-                stop=recorder.stopper,  # the first deterministic config error ends the sweep (run.abort)
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        if recorder.tracker is not None:
-            recorder.tracker.close("KILLED")
-            recorder.tracker.drain(timeout_s=10)
-        progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
-        raise
-    clock.lap("trials")
-    if recorder.stopper.reason is not None:
-        from sweeper.run.abort import finish_aborted
-
-        raise finish_aborted(sweep_path, recorder, progress)
-    outcome = finish_sweep(spec, sweep_path, recorder, progress)
-    clock.lap("finish")
-    outcome.timings = clock.laps
-    return outcome
-
-
-def finish_sweep(spec, sweep_path, recorder, progress) -> SweepOutcome:  # noqa: ANN001
-    tracker, parent = recorder.tracker, recorder.parent
-    df = results.latest_attempts(results.load(sweep_path))
-    counts = df["status"].value_counts().to_dict() if not df.empty else {}
-    n = max(len(df), 1)
-    failed_fraction = counts.get("failed", 0) / n
-    report_path = None
-    try:
-        from sweeper.analysis.report import write_report
-
-        report_path = write_report(
-            results.load(sweep_path),
-            results.load_curves(sweep_path),
-            sweep_path / "report",
-            directions=directions_for(spec.train_metrics),
-            title=f"Sweep {spec.name}",
-            primary_metric=spec.objective.metric,
-        )
-    except Exception as e:  # noqa: BLE001 - the results are safe on disk; the report can be re-run
-        progress(f"report failed ({type(e).__name__}: {e}); rerun `sweeper report {spec.name}`")
-    best = best_configuration(df, spec)
-    if tracker is not None and parent is not None:
-        if report_path is not None:
-            tracker.log_artifact(parent, report_path.parent, "report")
-        tracker.set_tags(parent, {"status": "failed" if failed_fraction > spec.allowed_failure_fraction
-                                  else "completed"})  # fmt: skip
-        tracker.log_metrics(parent, {f"trials_{k}": float(v) for k, v in counts.items()}, step=0)
-        tracker.end_run(parent, "FINISHED")
-        tracker.close("KILLED")
-        if not tracker.drain(timeout_s=120, progress=progress):
-            progress(f"warning: {tracker.pending} MLflow calls could not be delivered ({tracker.last_error})")
-        recorder.relink()
-        meta = results.read_sweep_meta(sweep_path)
-        if parent.run_id and meta.get("mlflow_parent_run_id") != parent.run_id:
-            meta["mlflow_parent_run_id"] = parent.run_id  # MLflow was down when the sweep started
-            results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
-    return SweepOutcome(
-        name=spec.name,
-        sweep_path=sweep_path,
-        counts=counts,
-        report_path=report_path,
-        best=best,
-        parent_run_id=parent.run_id if parent else None,
-        failed_fraction=failed_fraction,
-    )
-
-
-def best_configuration(df: Any, spec: SweepSpec) -> dict[str, Any] | None:
-    """The searched configuration with the best mean objective over its seeds."""
-    col = f"{spec.objective.selection}_{spec.objective.metric}"
-    if df.empty or col not in df:
-        return None
-    ok = df[df["status"].isin(["completed", "stopped_early"]) & df[col].notna()]
-    if ok.empty:
-        return None
-    keys = [k for k in spec.parameters if k in ok.columns] or ["normalizer"]
-    stats = ok.groupby(keys, dropna=False)[col].agg(["mean", "sem", "count"]).reset_index()
-    stats = stats.sort_values("mean", ascending=spec.metric_mode == "min")
-    top = stats.iloc[0]
-    return {
-        "params": {k: _plain(top[k]) for k in keys},
-        "metric": spec.objective.metric,
-        "selection": spec.objective.selection,
-        "mean": float(top["mean"]),
-        "sem": float(top["sem"]) if top["count"] > 1 else float("nan"),
-        "n_seeds": int(top["count"]),
-    }
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v

@@ -71,6 +71,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
         self.artifact_root = artifact_root
+        from sweeper.run import sqlite_store
+
+        sqlite_store.prepare(tracking_uri, artifact_root)  # never a half-migrated store after a kill
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._queue: deque[tuple[str, Callable[[], None]]] = deque()
         self._experiment_id: str | None = None
@@ -290,16 +293,49 @@ class Tracker:
                 out[tid] = max(out.get(tid, 0), int(run.data.tags.get("attempt", "1")))
         return out
 
-    def end_orphans(self, keep: set[str] | None = None) -> int:
-        """Mark RUNNING runs of this experiment (a dead driver's) KILLED; returns how many."""
-        keep = keep or set()
-        n = 0
+    def end_orphans(
+        self, keep: set[str] | None = None, recorded: dict[str, tuple[str, str]] | None = None, label: str = ""
+    ) -> tuple[int, int]:
+        """End the runs a dead driver left RUNNING; returns (killed, closed).
+
+        A run whose trial the dead driver had already recorded in Parquet (``recorded``: run id ->
+        (trial id, status)) only missed its last call: it ends as recorded (FINISHED, or FAILED for
+        a failed trial). The others were cut off: KILLED, tagged ``snsweep.ended_by`` with the
+        session that replaces them (``label``), whose retried attempt is the trial's run."""
+        keep, recorded = keep or set(), recorded or {}
+        killed = closed = 0
         for run in self.find_runs("attributes.status = 'RUNNING'"):
-            if run.info.run_id in keep:
+            rid = run.info.run_id
+            if rid in keep:
                 continue
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-            n += 1
-        return n
+            if rid in recorded:
+                status = recorded[rid][1]
+                self.client.set_tag(rid, "status", status)
+                self.client.set_terminated(rid, status="FAILED" if status == "failed" else "FINISHED")
+                closed += 1
+                continue
+            self.client.set_tag(rid, "snsweep.ended_by", label or "sweeper resume")
+            if run.data.tags.get("snsweep.role") == "trial":
+                self.client.set_tag(rid, "status", "killed")
+            self.client.set_terminated(rid, status="KILLED")
+            killed += 1
+        return killed, closed
+
+    def parent_runs(self) -> list[Any]:
+        """The sweep's parent runs in this experiment, newest first."""
+        runs = self.find_runs("tags.`snsweep.role` = 'sweep'")
+        return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+
+    def delete_sweep_runs(self) -> int:
+        """``--overwrite``: soft-delete the earlier parent runs of this sweep and their nested runs
+        (MLflow's ``gc`` removes them for good), so the UI shows only the new sweep."""
+        parents = {r.info.run_id for r in self.parent_runs()}
+        if not parents:
+            return 0
+        nested = [r.info.run_id for r in self.find_runs("") if r.data.tags.get("mlflow.parentRunId") in parents]
+        for rid in [*nested, *parents]:
+            self.client.delete_run(rid)
+        return len(nested) + len(parents)
 
 
 def _id(run: RunHandle) -> str:

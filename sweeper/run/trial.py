@@ -19,7 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sweeper.run.reporting import TrialContext, TuneReporter, progress_metrics, trial_config, write_checkpoint
+from sweeper.run.reporting import (
+    TRIAL_ID_KEY,
+    TrialContext,
+    TuneReporter,
+    progress_metrics,
+    trial_config,
+    write_checkpoint,
+)
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -38,10 +45,18 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from trainers.loop import CHECKPOINT_FILE, Progress, Trainer
 
     trainer = Trainer(cfg)
-    checkpoint = tune.get_checkpoint()  # a retried or restored trial continues exactly where it was
+    checkpoint = tune.get_checkpoint()  # a retried trial continues exactly where it was
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load(Path(d) / CHECKPOINT_FILE)
+    elif ctx.restore.get(config.get(TRIAL_ID_KEY, "")):
+        # a resumed sweep's unfinished trial: continue from the checkpoint its dead attempt left
+        folder = Path(ctx.restore[config[TRIAL_ID_KEY]])
+        try:
+            trainer.load(folder / CHECKPOINT_FILE)
+        except Exception as e:  # noqa: BLE001 - a checkpoint cut short by the kill: train from the start
+            print(f"could not continue from {folder} ({type(e).__name__}: {e}); training from step 0")
+            trainer = Trainer(cfg)
 
     def report(p: Progress) -> None:
         with tempfile.TemporaryDirectory() as d:
