@@ -55,11 +55,13 @@ def test_a_fresh_study_learns_the_finished_configurations_first(tmp_path: Path):
 def test_a_grid_needs_no_sampler_and_a_last_pack_is_smaller(tmp_path: Path):
     spec, path = new_sweep(tmp_path, {**GRID, "pack": 3})
     plan = ledger.read(spec, path).plan()
-    assert plan.total == 8 and tune_trials(spec, plan) == 3
+    assert plan.total == 8 and tune_trials(spec, plan) == 8  # an upper bound: packs are cut per normalizer
     searcher = make_session_searcher(spec, plan)
-    packs = [searcher.suggest(f"p{i}") for i in range(4)]
-    sizes = [len(p["__pack__"]) for p in packs[:3]]
-    assert sizes == [3, 3, 2] and packs[3] == Searcher.FINISHED
+    packs = [searcher.suggest(f"p{i}") for i in range(5)]
+    members = [p["__pack__"] for p in packs[:4]]
+    assert [len(m) for m in members] == [3, 3, 1, 1] and packs[4] == Searcher.FINISHED
+    assert all(len({c["normalizer"] for c in m}) == 1 for m in members)  # one normalizer per pack
+    assert sum(len(m) for m in members) == 8  # every training exactly once
     assert searcher.inner.inner is None  # grid trials are all slots
 
 

@@ -87,10 +87,13 @@ def make_session_searcher(spec: SweepSpec, plan: Plan) -> Any:
     if spec.pack > 1:
         from sweeper.run.packing import PackSearcher
 
-        return PackSearcher(searcher, spec.pack, OBJECTIVE, spec.metric_mode)
+        return PackSearcher(searcher, spec.pack, OBJECTIVE, spec.metric_mode, total=plan.total)
     return searcher
 
 
 def tune_trials(spec: SweepSpec, plan: Plan) -> int:
-    """Tune trials of the session: one per training, or one per pack of ``pack`` trainings."""
-    return -(-plan.total // spec.pack)
+    """Tune's ``num_samples`` for the session: one per training, or for packed trials an upper bound.
+
+    Packs are cut per normalizer (``sweeper.run.packing``), so there may be more of them than
+    ``total / pack``; the pack searcher answers FINISHED once every training is packed."""
+    return plan.total

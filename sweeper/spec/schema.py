@@ -362,11 +362,6 @@ class SweepSpec(Strict):
         return self.n_configurations * len(self.seeds)
 
     @property
-    def n_tune_trials(self) -> int:
-        """Tune trials: one per training, or one per pack of ``pack`` trainings."""
-        return -(-self.n_trials // self.pack)
-
-    @property
     def n_iterations(self) -> int:
         """Total training iterations of the sweep (each trial's ``iterations``, summed over trials).
 
