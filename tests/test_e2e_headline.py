@@ -49,6 +49,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "s.yaml").write_text(yaml.safe_dump(spec))
     proc = run_sweeper(["run", "s.yaml", "--num-cpus", "2"], work, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (work / "stdout.txt").write_text(proc.stdout)
     return work / "results" / "c10large"
 
 
@@ -80,3 +81,12 @@ def test_report_opens_with_a_headline_consistent_with_best_scales(sweep: Path) -
         assert f"best scale for {norm}: c = {analysis.format_scale(r['scale'])} (fid_small " in md
     assert block["comparison"]["n_seeds"] == 2 and "bsn - sn at their best scales" in md
     assert analysis.headline_lines(head) == analysis.headline_lines(analysis.read_headline(sweep / "report"))
+
+
+def test_the_command_ends_with_the_headline(sweep: Path) -> None:
+    """`sweeper run` prints the answer, the report's headline lines, after the summary line."""
+    out = (sweep.parent.parent / "stdout.txt").read_text().splitlines()
+    lines = analysis.headline_lines(analysis.read_headline(sweep / "report"))
+    finished = next(i for i, ln in enumerate(out) if ln.startswith("sweep c10large finished"))
+    start = out.index(lines[0].rstrip(), finished)
+    assert [ln.rstrip() for ln in out[start : start + len(lines)]] == [ln.rstrip() for ln in lines]

@@ -24,6 +24,7 @@ def report(
 
     def go() -> None:
         from sweeper import results
+        from sweeper.analysis.headline import report_headline_lines
         from sweeper.analysis.report import write_report
         from sweeper.run.meta import directions_for
 
@@ -37,15 +38,19 @@ def report(
         for m in metas:
             directions.update(m.get("directions", {}))
         primary = next((m["objective"]["metric"] for m in metas if m.get("objective")), None)
+        selection = next((m["objective"].get("selection", "final") for m in metas if m.get("objective")), "final")
         dest = out or (paths[0] / "report" if len(paths) == 1 and (paths[0] / "trials").is_dir() else
                        g.results_dir / "report")  # fmt: skip
         path = write_report(
             trials, results.load_curves(paths), dest, directions=directions,
             title=", ".join(m.get("name", "") for m in metas if m) or "snsweep report", primary_metric=primary,
+            selection=selection,
         )  # fmt: skip
         typer.echo(f"report: {path}")
         typer.echo(f"        {path.parent / 'report.html'}")
         typer.echo(f"table:  {path.parent / 'best_scales.parquet'}")
+        for line in report_headline_lines(path.parent):
+            typer.echo(line)
 
     guard(g, go)
 

@@ -147,6 +147,7 @@ def _run(
     retry_failed: bool = False,
 ) -> None:  # fmt: skip
     from sweeper import spec as specmod
+    from sweeper.analysis.headline import report_headline_lines
     from sweeper.run.sweep import run_sweep
 
     spec = spec_arg if isinstance(spec_arg, specmod.SweepSpec) else specmod.load(spec_arg)
@@ -167,7 +168,10 @@ def _run(
     else:
         recorded = f"{outcome.recorded}/{outcome.expected} trials recorded"
         say(f"\nsweep {outcome.name} is incomplete{took}: {recorded} ({counts})")
-    if outcome.best:
+    headline = report_headline_lines(outcome.report_path.parent) if outcome.report_path else []
+    for line in headline:  # the answer: best scale per normalizer, tuned BSN vs SN (the report's first lines)
+        say(line)
+    if outcome.best and (not headline or set(spec.parameters) - {"normalizer", "scale"}):
         b = outcome.best
         sem = f" ± {b['sem']:.3g}" if math.isfinite(b["sem"]) else ""
         params = ", ".join(f"{k}={_short(v)}" for k, v in b["params"].items())

@@ -66,6 +66,7 @@ def finish_sweep(
                 directions=directions_for(spec.train_metrics),
                 title=f"Sweep {spec.name}",
                 primary_metric=spec.objective.metric,
+                selection=spec.objective.selection,
             )
         except Exception as e:  # noqa: BLE001 - the results are safe on disk; the report can be re-run
             progress(f"report failed ({type(e).__name__}: {e}); rerun `sweeper report {spec.name}`")
