@@ -20,7 +20,10 @@ Layout (contract): experiment = sweep name; parent run tagged ``snsweep.role =
 sweep``; children tagged ``mlflow.parentRunId``, ``trial_id``, ``normalizer``,
 ``scale``, ``status``; params use the same names as the Parquet columns. No run
 is left RUNNING: ``close`` ends every run this tracker opened, and
-``end_orphans`` marks runs left RUNNING by a dead driver as KILLED.
+``end_orphans`` marks runs left RUNNING by a dead driver as KILLED. What the
+experiment, the run names and the runs-table view look like is
+``sweeper.run.mlflow_layout``'s; images (``log_image`` series) and models
+(``log_model``) go through the same queue as everything else.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry oursel
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 MAX_PARAM_LEN = 6000
-
 
 
 @dataclass
@@ -258,6 +260,83 @@ class Tracker:
     def log_text(self, run: RunHandle, text: str, name: str) -> None:
         self._enqueue(f"{name} of {run.name}", lambda: self.client.log_text(_id(run), text, name))
 
+    def log_image(self, run: RunHandle, image: Any, key: str, step: int) -> None:
+        """One image of the run's ``key`` series at ``step`` (MLflow's stepped ``log_image``)."""
+        ts = int(time.time() * 1000)
+        self._enqueue(
+            f"image {key} of {run.name} at step {step}",
+            lambda: self.client.log_image(_id(run), image, key=key, step=int(step), timestamp=ts, synchronous=True),
+        )
+
+    def log_model(
+        self,
+        run: RunHandle,
+        name: str,
+        save: Callable[[Path, Any], None],
+        *,
+        step: int,
+        params: dict[str, Any] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """An MLflow model of the run, as ``mlflow.<flavor>.log_model`` would log it, by client calls.
+
+        ``save(path, mlflow_model)`` writes the model directory (a flavor's ``save_model``); it runs
+        when the queue delivers, so an outage only delays it. The fluent ``log_model`` would use
+        the process-wide tracking URI and active run; this tracker has neither. Each step is its
+        own queued call, so a retry never creates a second model. A ``save`` that raises marks
+        the model FAILED and calls ``on_error``: only the store's errors are worth retrying.
+        """
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        model: dict[str, Any] = {}
+        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
+
+        def create() -> None:
+            if "id" not in model:
+                m = self.client.create_logged_model(
+                    self.experiment_id(), name=name, source_run_id=_id(run), params=text_params or None
+                )
+                model.update(id=m.model_id, location=m.artifact_location)
+
+        def upload() -> None:
+            import tempfile
+
+            from mlflow.models import Model
+
+            with tempfile.TemporaryDirectory(prefix="snsweep-model-") as d:
+                path = Path(d) / name
+                spec = Model(artifact_path=model["location"], model_uuid=model["id"], run_id=_id(run),
+                             model_id=model["id"])  # fmt: skip
+                try:
+                    save(path, spec)
+                except Exception as e:  # noqa: BLE001 - the model, not the store: never retried
+                    model["failed"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    if on_error is not None:
+                        on_error(model["failed"])
+                    return
+                self.client.log_model_artifacts(model["id"], str(path))
+
+        def finalize() -> None:
+            status = LoggedModelStatus.FAILED if "failed" in model else LoggedModelStatus.READY
+            self.client.finalize_logged_model(model["id"], status)
+
+        self._enqueue(f"model {name} of {run.name}", create)
+        self._enqueue(
+            f"outputs of {run.name}",
+            lambda: self.client.log_outputs(_id(run), [LoggedModelOutput(model["id"], step=int(step))]),
+        )
+        self._enqueue(f"artifacts of model {name} of {run.name}", upload)
+        self._enqueue(f"finalize model {name} of {run.name}", finalize)
+
+    def describe_experiment(self, tags: dict[str, str]) -> None:
+        """Set the experiment's tags (kind, description, the runs-table view); creates it if needed."""
+
+        def describe() -> None:
+            for k, v in tags.items():
+                self.client.set_experiment_tag(self.experiment_id(), k, v)
+
+        self._enqueue("experiment tags", describe)
+
     def end_run(self, run: RunHandle, status: str = "FINISHED") -> None:
         if run.ended:
             return
@@ -300,6 +379,22 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status="KILLED")
             n += 1
         return n
+
+
+def sweep_experiments(tracking_uri: str) -> list[tuple[str, str]]:
+    """(name, experiment id) of the sweeps in a store, the most recently created first.
+
+    A SQLite file that does not exist is an empty store: it is not created here."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).is_file():
+        return []
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.search_experiments(order_by=["creation_time DESC"], max_results=1000)
+    ours = [e for e in found if "snsweep.version" in e.tags]
+    return [(e.name, e.experiment_id) for e in ours or [e for e in found if e.name != "Default"]]
 
 
 def _id(run: RunHandle) -> str:
