@@ -1,0 +1,104 @@
+"""The MLflow side of the recorder: how one trial attempt reads as an MLflow run.
+
+``SweepRecorder`` decides *when* (a trial starts, checkpoints, ends); this decides *what*: the
+run's name (``bsn c=2 s1``) and tags (the standard ``mlflow.user`` / ``mlflow.source.*`` ones
+plus the contract's ``trial_id``, ``normalizer``, ...), each checkpoint's sample grid as a step
+of the ``samples`` image series, the final generator of a completed trial as an MLflow model,
+and the trial's ``final_M`` / ``best_M`` summary as metrics (so the objective is a runs-table
+column under its Parquet name). Every call goes through the tracker's queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sweeper import results
+from sweeper.run import mlflow_layout as layout
+from sweeper.run.tracking import RunHandle, Tracker
+
+
+class TrialRuns:
+    def __init__(self, sweep_path: Path, metric: str, selection: str, mode: str, say: Callable[[str], None]):
+        self.sweep_path = Path(sweep_path)
+        self.objective = layout.objective_column(metric, selection)
+        self.mode = mode
+        self.say = say
+        self._standard: dict[str, str] | None = None
+        self._model_params: dict[str, dict[str, Any]] = {}
+        self._best: float | None = None
+
+    def standard_tags(self) -> dict[str, str]:
+        """``mlflow.user`` / ``mlflow.source.*``; the git commit is sweep.json's (read once)."""
+        if self._standard is None:
+            try:
+                commit = results.read_sweep_meta(self.sweep_path).get("git_commit")
+            except Exception:  # noqa: BLE001 - a tag is not worth failing a trial over
+                commit = None
+            self._standard = layout.standard_tags(commit)
+        return self._standard
+
+    def name_and_tags(
+        self, tid: str, number: int, attempt: int, params: dict[str, Any], config: dict[str, Any]
+    ) -> tuple[str, dict[str, str]]:
+        varied = [k for k in config if not k.startswith("__")]
+        self._model_params[tid] = {k: params[k] for k in layout.table_params(varied) if k in params}
+        about = layout.trial_description(self.sweep_path.name, number, tid, attempt, params, varied)
+        tags = {
+            **self.standard_tags(),
+            "trial_id": tid,
+            "trial_number": str(number),
+            "normalizer": str(params.get("normalizer", "")),
+            "scale": str(params.get("scale", "")),
+            "status": "running",
+            "attempt": str(attempt),
+            "snsweep.role": "trial",
+            layout.DESCRIPTION_TAG: about,
+        }
+        return layout.trial_run_name(params, varied, attempt), tags
+
+    def log_checkpoint(
+        self, tracker: Tracker, run: RunHandle, mid: str, index: int | None, d: Path, last: dict[str, Any]
+    ) -> None:
+        """The sample grid as a step of the ``samples`` series; the generator once the trial completed.
+
+        The grid is also copied to ``<sweep>/samples/<trial>/``: the checkpoint dir may be
+        removed when a newer one replaces it."""
+        from sweeper.run.generator_model import readable_grid, save_generator, snapshot
+
+        step = int(last.get("step", 0))
+        preview = d / ("samples.png" if index is None else f"samples_m{index}.png")
+        if preview.exists():
+            png = preview.read_bytes()
+            keep = self.sweep_path / "samples" / mid / f"step_{step:08d}.png"
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            keep.write_bytes(png)
+            tracker.log_image(run, readable_grid(png), layout.SAMPLES_KEY, step)
+        if last.get("trial_status") == "completed" and (snap := snapshot(d, index)) is not None:
+            tracker.log_model(
+                run, layout.MODEL_NAME, lambda path, spec: save_generator(snap, path, spec), step=step,
+                params=self._model_params.get(mid),
+                on_error=lambda why: self.say(f"    (could not log the generator of {mid}: {why})"),
+            )  # fmt: skip
+
+    def log_summary(
+        self, tracker: Tracker, run: RunHandle, parent: RunHandle | None, row: dict[str, Any], done: int
+    ) -> None:
+        """``final_M`` / ``best_M`` of the trial as metrics; the parent keeps the best objective so far,
+        so the sweep's row in the runs table reads (and sorts) like its trials'."""
+        summary = {
+            k: v for k, v in row.items()
+            if k.startswith(("final_", "best_")) and not k.endswith("_step")
+            and isinstance(v, float) and math.isfinite(v)
+        }  # fmt: skip
+        if summary:
+            tracker.log_metrics(run, summary, int(row.get("steps_done") or 0))
+        value = summary.get(self.objective)
+        if value is None or parent is None or row.get("status") not in ("completed", "stopped_early"):
+            return
+        best = value if self._best is None else (max if self.mode == "max" else min)(self._best, value)
+        if best != self._best:
+            self._best = best
+            tracker.log_metrics(parent, {self.objective: best}, step=done)
