@@ -47,8 +47,9 @@ TABLE_PARAMS = ("normalizer", "scale", "lr_g", "lr_d", "n_dis", "seed")
 
 
 def objective_column(metric: str, selection: str) -> str:
-    """The per-trial objective as a metric name: the Parquet column (``final_M`` / ``best_M``)."""
-    return f"{selection}_{metric}"
+    """The per-trial objective as an MLflow metric: the metric itself when the objective is its final
+    value (the runs table shows a metric's last value), ``best_M`` (the Parquet name) otherwise."""
+    return metric if selection == "final" else f"best_{metric}"
 
 
 def spec_hash(spec_json: dict[str, Any]) -> str:

@@ -4,8 +4,7 @@
 run's name (``bsn c=2 s1``) and tags (the standard ``mlflow.user`` / ``mlflow.source.*`` ones
 plus the contract's ``trial_id``, ``normalizer``, ...), each checkpoint's sample grid as a step
 of the ``samples`` image series, the final generator of a completed trial as an MLflow model,
-and the trial's ``final_M`` / ``best_M`` summary as metrics (so the objective is a runs-table
-column under its Parquet name). Every call goes through the tracker's queue.
+and the objective as a runs-table column. Every call goes through the tracker's queue.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from sweeper.run.tracking import RunHandle, Tracker
 class TrialRuns:
     def __init__(self, sweep_path: Path, metric: str, selection: str, mode: str, say: Callable[[str], None]):
         self.sweep_path = Path(sweep_path)
+        self.metric = metric
         self.objective = layout.objective_column(metric, selection)
         self.mode = mode
         self.say = say
@@ -86,19 +86,18 @@ class TrialRuns:
     def log_summary(
         self, tracker: Tracker, run: RunHandle, parent: RunHandle | None, row: dict[str, Any], done: int
     ) -> None:
-        """``final_M`` / ``best_M`` of the trial as metrics; the parent keeps the best objective so far,
-        so the sweep's row in the runs table reads (and sorts) like its trials'."""
-        summary = {
-            k: v for k, v in row.items()
-            if k.startswith(("final_", "best_")) and not k.endswith("_step")
-            and isinstance(v, float) and math.isfinite(v)
-        }  # fmt: skip
-        if summary:
-            tracker.log_metrics(run, summary, int(row.get("steps_done") or 0))
-        value = summary.get(self.objective)
-        if value is None or parent is None or row.get("status") not in ("completed", "stopped_early"):
+        """The objective as a runs-table column; the parent's value is the best trial's so far.
+
+        With ``selection: final`` the objective is the metric's last value, which is what the runs
+        table shows of any metric; with ``best`` it is logged once more as ``best_M`` (its Parquet
+        name). The parent's series (one point per trial done) is the search's progress."""
+        value = row.get(f"{'best' if self.objective.startswith('best_') else 'final'}_{self.metric}")
+        if not isinstance(value, float) or not math.isfinite(value):
+            return
+        if self.objective != self.metric:
+            tracker.log_metrics(run, {self.objective: value}, int(row.get("steps_done") or 0))
+        if parent is None or row.get("status") not in ("completed", "stopped_early"):
             return
         best = value if self._best is None else (max if self.mode == "max" else min)(self._best, value)
-        if best != self._best:
-            self._best = best
-            tracker.log_metrics(parent, {self.objective: best}, step=done)
+        self._best = best
+        tracker.log_metrics(parent, {self.objective: best}, step=done)
