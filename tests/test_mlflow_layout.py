@@ -46,15 +46,20 @@ def test_trial_run_names_say_what_the_trial_is(params, varied, attempt, name):
 
 
 def test_runs_view_puts_the_swept_knobs_seed_objective_and_status_in_columns():
-    view = layout.runs_view(["n_dis", "scale", "normalizer", "lr_d"], "final_mode_coverage")
+    view = layout.runs_view(["n_dis", "scale", "normalizer", "lr_d"], "mode_coverage")
     assert view == {
         "selectedColumns": [
             "params.`normalizer`", "params.`scale`", "params.`lr_d`", "params.`n_dis`", "params.`seed`",
-            "metrics.`final_mode_coverage`", "tags.`status`", "attributes.`Models`",
+            "metrics.`mode_coverage`", "tags.`status`", "attributes.`Models`",
         ]
     }  # fmt: skip
     # no sort key: MLflow nests trials under the parent only while runs are sorted by time
     assert "orderByKey" not in view
+
+
+def test_the_objective_column_is_the_metric_itself_unless_the_best_value_counts():
+    assert layout.objective_column("mode_coverage", "final") == "mode_coverage"
+    assert layout.objective_column("fid_small", "best") == "best_fid_small"
 
 
 def test_experiment_tags_mark_a_model_training_experiment_with_its_view():
@@ -232,3 +237,19 @@ def test_snapshot_takes_one_members_generator_from_a_packed_checkpoint(tmp_path:
     assert snap.state.keys() == expected.keys()
     assert all(torch.equal(snap.state[k], expected[k]) for k in expected)
     assert snapshot(tmp_path / "ckpt", 5) is None and snapshot(tmp_path / "nothing", None) is None
+
+
+def test_ui_refuses_an_unknown_sweep_in_one_line_before_starting_anything(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "known", tmp_path / "artifacts")
+    tracker.describe_experiment({"snsweep.version": "0.1.0"})
+    assert tracker.drain(timeout_s=30)
+    out = CliRunner().invoke(app, ["--tracking-uri", uri, "ui", "nope"])
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [
+        f"error: no sweep 'nope' in the MLflow store {uri} (sweeps there: known)"
+    ]
