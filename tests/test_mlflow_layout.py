@@ -155,11 +155,11 @@ def test_generator_logged_from_a_checkpoint_loads_back_with_mlflow_pytorch(tmp_p
     from PIL import Image
 
     tracker.log_image(run, Image.new("RGB", (256, 256), (0, 128, 255)), layout.SAMPLES_KEY, step=2)
-    errors: list[str] = []
-    tracker.log_model(run, "generator", lambda p, spec: save_generator(snap, p, spec), step=2,
-                      params={"normalizer": "bsn", "scale": 2.0}, on_error=errors.append)  # fmt: skip
+    saved = save_generator(snap, tmp_path / "generator")
+    tracker.log_model(run, "generator", saved, step=2, params={"normalizer": "bsn", "scale": 2.0})
     tracker.end_run(run)
-    assert tracker.drain(timeout_s=60) and not errors, errors
+    assert tracker.drain(timeout_s=60) and tracker.failures == 0, tracker.last_error
+    assert not saved.exists()  # the local copy is removed once the model is READY
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("layout")
@@ -187,26 +187,53 @@ def test_generator_logged_from_a_checkpoint_loads_back_with_mlflow_pytorch(tmp_p
         assert torch.allclose(loaded(z), g(z), atol=1e-6)  # any batch size, the trained weights
 
 
-def test_a_model_that_cannot_be_saved_is_marked_failed_and_does_not_block_the_queue(tmp_path: Path):
+def test_a_generator_that_cannot_be_built_is_one_line_and_the_others_still_log(tmp_path: Path):
+    """Through the recorder's MLflow side: a broken checkpoint costs its own model, nothing else."""
     from mlflow.tracking import MlflowClient
 
+    from sweeper.run.trial_runs import TrialRuns
+
+    ckpt = _trainer_checkpoint(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    state = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    state["G"].pop(next(iter(state["G"])))  # a generator weight is missing
+    torch.save(state, broken / "checkpoint.pt")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "broken", tmp_path / "artifacts")
-    run = tracker.start_run("r", {}, {})
-    errors: list[str] = []
-
-    def broken(path: Path, spec: object) -> None:
-        raise ValueError("cannot export")
-
-    tracker.log_model(run, "generator", broken, step=1, on_error=errors.append)
-    tracker.log_metrics(run, {"after": 1.0}, step=1)
-    tracker.end_run(run)
-    assert tracker.drain(timeout_s=30) and tracker.pending == 0 and tracker.outages == 0
-    assert errors == ["ValueError: cannot export"]
+    said: list[str] = []
+    trials = TrialRuns(tmp_path / "sweep", "mode_coverage", "final", "max", said.append)
+    runs = [tracker.start_run(name, {}, {}) for name in ("bad", "good")]
+    last = {"step": 2, "trial_status": "completed"}
+    trials.log_checkpoint(tracker, runs[0], "bad", None, broken, last)
+    trials.log_checkpoint(tracker, runs[1], "good", None, ckpt, last)
+    trials.finish()
+    for run in runs:
+        tracker.end_run(run)
+    assert tracker.drain(timeout_s=60) and tracker.outages == 0
+    assert len(said) == 1 and said[0].startswith("    (could not log the generator of bad: RuntimeError: "), said
     client = MlflowClient(uri)
-    (model,) = client.search_logged_models([client.get_experiment_by_name("broken").experiment_id])
-    assert str(model.status) == "FAILED"
-    assert client.get_run(run.run_id).data.metrics["after"] == 1.0
+    models = client.search_logged_models([client.get_experiment_by_name("broken").experiment_id])
+    assert [m.source_run_id for m in models] == [runs[1].run_id] and str(models[0].status) == "READY"
+    grids = [a.path for a in client.list_artifacts(runs[1].run_id, "images")]
+    assert not grids  # no samples.png in a bare trainer checkpoint: nothing to log, nothing fails
+
+
+def test_model_worker_runs_jobs_in_order_and_survives_a_failing_one():
+    from sweeper.run.generator_model import ModelWorker
+
+    done: list[int] = []
+    errors: list[str] = []
+    worker = ModelWorker(errors.append)
+
+    def fail() -> None:
+        raise ValueError("no")
+
+    for job in (lambda: done.append(1), fail, lambda: done.append(2)):
+        worker.submit(job)
+    assert worker.join(timeout_s=10)
+    assert done == [1, 2] and errors == ["ValueError: no"]
+    assert worker.join(timeout_s=1)  # nothing queued: returns at once
 
 
 def test_sweep_experiments_lists_sweeps_newest_first_and_never_creates_a_store(tmp_path: Path):

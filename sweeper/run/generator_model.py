@@ -5,14 +5,19 @@ trials never import MLflow. The generator is rebuilt on the driver's CPU from th
 config and ``G`` weights and saved in MLflow 3's default PyTorch format, ``pt2`` (a
 ``torch.export`` graph): it loads with ``mlflow.pytorch.load_model`` anywhere torch is installed,
 without snsweep's code, and takes any batch of latents ``(N, latent_dim)``. Measured on the demo's
-generator (190k parameters, 2 shared cores): about 0.2 s per trial on the driver, plus about 3 s
-once per sweep for ``torch.export``'s first use; 0.8 MB per model in the artifact store.
+generator (2 shared cores, ``benchmarks/bench_mlflow.py``): about 0.35 s per trial, 1.5 s more for
+the first (``torch.export``'s warm-up), under 1 MB per model in the artifact store.
+``ModelWorker`` does this on a thread of its own, so a pack whose members all complete at once
+does not hold up the Tune loop for seconds.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +57,8 @@ def snapshot(checkpoint_dir: Path, index: int | None) -> GeneratorSnapshot | Non
     return GeneratorSnapshot(config=dict(state["config"]), state=state["G"], step=int(state.get("step", 0)))
 
 
-def save_generator(snap: GeneratorSnapshot, path: Path, mlflow_model: Any) -> None:
-    """``mlflow.pytorch.save_model`` of the rebuilt generator (eval mode) with a signature."""
+def save_generator(snap: GeneratorSnapshot, path: Path) -> Path:
+    """``mlflow.pytorch.save_model`` of the rebuilt generator (eval mode, with a signature) into ``path``."""
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
@@ -72,12 +77,12 @@ def save_generator(snap: GeneratorSnapshot, path: Path, mlflow_model: Any) -> No
     mlflow.pytorch.save_model(
         generator,
         str(path),
-        mlflow_model=mlflow_model,
         serialization_format="pt2",
         input_example=z.numpy(),
         signature=infer_signature(z.numpy(), images.numpy()),
         pip_requirements=mlflow.pytorch.get_default_pip_requirements(),  # skip inference: it loads the model
     )
+    return Path(path)
 
 
 def readable_grid(png: bytes, min_side: int = MIN_IMAGE_SIDE) -> Any:
@@ -91,3 +96,41 @@ def readable_grid(png: bytes, min_side: int = MIN_IMAGE_SIDE) -> Any:
     if factor > 1:
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     return image
+
+
+class ModelWorker:
+    """One background thread that runs queued jobs (building models) in order, off the Tune loop.
+
+    A job that raises is reported through ``on_error`` and the next one runs. ``join`` waits for
+    the jobs queued so far (the end of a sweep, before the tracker drains)."""
+
+    def __init__(self, on_error: Callable[[str], None]):
+        self.on_error = on_error
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="snsweep-models", daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception as e:  # noqa: BLE001 - one model that cannot be built must not stop the others
+                self.on_error(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def join(self, timeout_s: float = 600) -> bool:
+        """Wait for every job queued so far; False if they are still running after ``timeout_s``."""
+        if self._thread is None:
+            return True
+        self._jobs.put(None)
+        self._thread.join(timeout_s)
+        done = not self._thread.is_alive()
+        self._thread = None
+        return done

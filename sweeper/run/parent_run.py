@@ -155,8 +155,17 @@ def preload_in_background(storage: Storage) -> threading.Thread:
             from ray.tune.search.optuna import OptunaSearch  # noqa: F401
 
             if storage.tracking_uri:
+                # mlflow.pytorch, torch.export, mlflow.models and PIL are what logging generators
+                # and sample grids needs (sweeper.run.generator_model); imported here rather than
+                # on the model thread: two threads importing one package at once can see it half
+                # initialized (AttributeError), so they come in this one sequence, before the
+                # driver's threads start.
+                import mlflow.pytorch  # noqa: F401
                 import mlflow.tracking  # noqa: F401
+                import torch.export  # noqa: F401
+                from mlflow.models import Model, infer_signature  # noqa: F401
                 from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
+                from PIL import Image  # noqa: F401
         except Exception:  # noqa: BLE001, S110 - the real import later reports any problem
             pass
 

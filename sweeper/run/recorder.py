@@ -168,6 +168,9 @@ class SweepRecorder(Callback):
         except Exception as e:  # noqa: BLE001 - a missing preview or model must never fail the sweep
             self.say(f"    (could not log samples of {trial.trial_id}: {type(e).__name__}: {e})")
 
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._mlflow.finish()  # generators still being built go into the queue before it drains
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for mid, _, config in members_of(trial):
             status = self._last.get(mid, {}).get("trial_status", "")

@@ -269,27 +269,23 @@ class Tracker:
         )
 
     def log_model(
-        self,
-        run: RunHandle,
-        name: str,
-        save: Callable[[Path, Any], None],
-        *,
-        step: int,
-        params: dict[str, Any] | None = None,
-        on_error: Callable[[str], None] | None = None,
+        self, run: RunHandle, name: str, directory: Path, *, step: int, params: dict[str, Any] | None = None
     ) -> None:
-        """An MLflow model of the run, as ``mlflow.<flavor>.log_model`` would log it, by client calls.
+        """A saved MLflow model directory (a flavor's ``save_model``) as the run's logged model ``name``.
 
-        ``save(path, mlflow_model)`` writes the model directory (a flavor's ``save_model``); it runs
-        when the queue delivers, so an outage only delays it. The fluent ``log_model`` would use
-        the process-wide tracking URI and active run; this tracker has neither. Each step is its
-        own queued call, so a retry never creates a second model. A ``save`` that raises marks
-        the model FAILED and calls ``on_error``: only the store's errors are worth retrying.
+        What ``mlflow.<flavor>.log_model`` does, by client calls: the fluent API would use the
+        process-wide tracking URI and active run, and this tracker has neither. The model's id is
+        only known once it is created, so the upload writes it into the directory's MLmodel. Each
+        step is its own queued call (a retry never creates a second model); the directory is
+        removed once the model is READY.
         """
+        import shutil
+
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
         model: dict[str, Any] = {}
         text_params = {k: _param_text(v) for k, v in (params or {}).items()}
+        directory = Path(directory)
 
         def create() -> None:
             if "id" not in model:
@@ -299,26 +295,17 @@ class Tracker:
                 model.update(id=m.model_id, location=m.artifact_location)
 
         def upload() -> None:
-            import tempfile
-
             from mlflow.models import Model
 
-            with tempfile.TemporaryDirectory(prefix="snsweep-model-") as d:
-                path = Path(d) / name
-                spec = Model(artifact_path=model["location"], model_uuid=model["id"], run_id=_id(run),
-                             model_id=model["id"])  # fmt: skip
-                try:
-                    save(path, spec)
-                except Exception as e:  # noqa: BLE001 - the model, not the store: never retried
-                    model["failed"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    if on_error is not None:
-                        on_error(model["failed"])
-                    return
-                self.client.log_model_artifacts(model["id"], str(path))
+            spec = Model.load(str(directory))
+            spec.model_id = spec.model_uuid = model["id"]
+            spec.run_id, spec.artifact_path = _id(run), model["location"]
+            spec.save(str(directory / "MLmodel"))
+            self.client.log_model_artifacts(model["id"], str(directory))
 
         def finalize() -> None:
-            status = LoggedModelStatus.FAILED if "failed" in model else LoggedModelStatus.READY
-            self.client.finalize_logged_model(model["id"], status)
+            self.client.finalize_logged_model(model["id"], LoggedModelStatus.READY)
+            shutil.rmtree(directory, ignore_errors=True)
 
         self._enqueue(f"model {name} of {run.name}", create)
         self._enqueue(

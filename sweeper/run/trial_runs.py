@@ -10,12 +10,15 @@ and the objective as a runs-table column. Every call goes through the tracker's 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sweeper import results
 from sweeper.run import mlflow_layout as layout
+from sweeper.run.generator_model import ModelWorker, readable_grid, save_generator, snapshot
 from sweeper.run.tracking import RunHandle, Tracker
 
 
@@ -29,6 +32,7 @@ class TrialRuns:
         self._standard: dict[str, str] | None = None
         self._model_params: dict[str, dict[str, Any]] = {}
         self._best: float | None = None
+        self._models = ModelWorker(lambda why: self.say(f"    (could not log a trial's generator: {why})"))
 
     def standard_tags(self) -> dict[str, str]:
         """``mlflow.user`` / ``mlflow.source.*``; the git commit is sweep.json's (read once)."""
@@ -66,8 +70,6 @@ class TrialRuns:
 
         The grid is also copied to ``<sweep>/samples/<trial>/``: the checkpoint dir may be
         removed when a newer one replaces it."""
-        from sweeper.run.generator_model import readable_grid, save_generator, snapshot
-
         step = int(last.get("step", 0))
         preview = d / ("samples.png" if index is None else f"samples_m{index}.png")
         if preview.exists():
@@ -77,11 +79,25 @@ class TrialRuns:
             keep.write_bytes(png)
             tracker.log_image(run, readable_grid(png), layout.SAMPLES_KEY, step)
         if last.get("trial_status") == "completed" and (snap := snapshot(d, index)) is not None:
-            tracker.log_model(
-                run, layout.MODEL_NAME, lambda path, spec: save_generator(snap, path, spec), step=step,
-                params=self._model_params.get(mid),
-                on_error=lambda why: self.say(f"    (could not log the generator of {mid}: {why})"),
-            )  # fmt: skip
+            params = self._model_params.get(mid)
+
+            def build() -> None:  # on the model thread: torch.export takes a fraction of a second per model
+                path = Path(tempfile.mkdtemp(prefix="snsweep-generator-"))  # removed once the model is READY
+                try:
+                    save_generator(snap, path)
+                except Exception as e:  # noqa: BLE001 - the model, not the store: nothing to retry
+                    shutil.rmtree(path, ignore_errors=True)
+                    why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    self.say(f"    (could not log the generator of {mid}: {why})")
+                    return
+                tracker.log_model(run, layout.MODEL_NAME, path, step=step, params=params)
+
+            self._models.submit(build)
+
+    def finish(self, timeout_s: float = 600) -> None:
+        """Wait for the generators still being built (the end of a sweep, before the tracker drains)."""
+        if not self._models.join(timeout_s):
+            self.say(f"    (some generators were still being built after {timeout_s:g} s; they are not logged)")
 
     def log_summary(
         self, tracker: Tracker, run: RunHandle, parent: RunHandle | None, row: dict[str, Any], done: int
