@@ -91,6 +91,10 @@ def main() -> None:
             {"steps": 5, "repeats": 1} if q else {}, _render_packed,
         ),
         ("6. Report over 10k trials and 5M curve rows", "benchmarks.bench_report", "run", {}, _render_dict),
+        (
+            "7. MLflow logging per trial: the generator model and the sample grids", "benchmarks.bench_mlflow",
+            "run", {"repeats": 4 if q else 12}, _render_mlflow,
+        ),
     ]
     previous = _split(a.out.read_text()) if a.only and a.out.exists() else {}
     sections = [
@@ -106,6 +110,12 @@ def main() -> None:
     )
     a.out.write_text(header + "\n".join(sections))
     print(f"wrote {a.out}")
+
+
+def _render_mlflow(r: dict[str, Any]) -> str:
+    from benchmarks.bench_mlflow import render
+
+    return render(r)
 
 
 def _split(text: str) -> dict[str, str]:
