@@ -233,6 +233,18 @@ def fetch(ui: UI, run_id: str, path: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
+def _best_trial(workdir: Path, metric: str) -> str:
+    """The run id of the trial with the highest final ``metric``: its curve is worth a picture."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`snsweep.role` = 'trial'", order_by=[f"metrics.`{metric}` DESC"], max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id
+
+
 def main() -> None:
     """Screenshots of a finished sweep's UI for the README (runs table, a trial's curves)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -252,7 +264,7 @@ def main() -> None:
         parent = landing["rows"][0]
         rows = expand_parent(page, parent["name"], int(landing["count"]) - 1)
         page.screenshot(args.out / "runs-table.png")
-        best = rows[1]
+        best = next(r for r in rows if r["href"].endswith(_best_trial(args.workdir.resolve(), args.metric)))
         open_run(page, ui, best["href"], "model-metrics")
         show_curves(page, args.metric)
         page.screenshot(args.out / "trial-curves.png")
