@@ -207,7 +207,7 @@ def test_a_generator_that_cannot_be_built_is_one_line_and_the_others_still_log(t
     last = {"step": 2, "trial_status": "completed"}
     trials.log_checkpoint(tracker, runs[0], "bad", None, broken, last)
     trials.log_checkpoint(tracker, runs[1], "good", None, ckpt, last)
-    trials.finish()
+    trials.finish(tracker)
     for run in runs:
         tracker.end_run(run)
     assert tracker.drain(timeout_s=60) and tracker.outages == 0
@@ -280,3 +280,27 @@ def test_ui_refuses_an_unknown_sweep_in_one_line_before_starting_anything(tmp_pa
     assert out.output.strip().splitlines() == [
         f"error: no sweep 'nope' in the MLflow store {uri} (sweeps there: known)"
     ]
+
+
+def test_images_and_models_the_store_refuses_are_dropped_not_retried_forever(tmp_path: Path):
+    """A refusal (here: the run was deleted) must not hold the queue: later calls still arrive."""
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "refused", tmp_path / "artifacts")
+    gone, kept = tracker.start_run("gone", {}, {}), tracker.start_run("kept", {}, {})
+    client = MlflowClient(uri)
+    client.delete_run(gone.run_id)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    tracker.log_image(gone, Image.new("RGB", (256, 256)), layout.SAMPLES_KEY, step=1)
+    tracker.log_model(gone, "generator", model_dir, step=1)
+    tracker.log_metrics(kept, {"after": 1.0}, step=1)
+    tracker.end_run(kept)
+    assert tracker.drain(timeout_s=30) and tracker.pending == 0 and tracker.outages == 0
+    assert len(tracker.refused) == 2, tracker.refused  # the image, and the model's first call (the rest follow it)
+    assert tracker.refused[0].startswith("image samples of gone at step 1: MlflowException")
+    assert not model_dir.exists()
+    assert client.get_run(kept.run_id).data.metrics["after"] == 1.0
+    assert client.get_run(kept.run_id).info.status == "FINISHED"

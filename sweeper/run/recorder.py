@@ -169,7 +169,7 @@ class SweepRecorder(Callback):
             self.say(f"    (could not log samples of {trial.trial_id}: {type(e).__name__}: {e})")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._mlflow.finish()  # generators still being built go into the queue before it drains
+        self._mlflow.finish(self.tracker)  # generators still being built go into the queue before it drains
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for mid, _, config in members_of(trial):

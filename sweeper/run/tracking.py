@@ -82,6 +82,8 @@ class Tracker:
         self.retry_every_s = retry_every_s
         self.outages = 0
         """How many times the tracker became degraded (a failed call after a healthy period)."""
+        self.refused: list[str] = []
+        """Optional calls (images, models) the store refused and that were dropped (``_optional``)."""
         self._state = threading.Lock()  # guards the queue, counters and ``_retrier``
         self._delivering = threading.Lock()  # one deliverer at a time: each call runs once, in order
         self._retrier: threading.Thread | None = None
@@ -263,10 +265,36 @@ class Tracker:
     def log_image(self, run: RunHandle, image: Any, key: str, step: int) -> None:
         """One image of the run's ``key`` series at ``step`` (MLflow's stepped ``log_image``)."""
         ts = int(time.time() * 1000)
-        self._enqueue(
-            f"image {key} of {run.name} at step {step}",
-            lambda: self.client.log_image(_id(run), image, key=key, step=int(step), timestamp=ts, synchronous=True),
-        )
+        what = f"image {key} of {run.name} at step {step}"
+
+        def log() -> None:
+            self.client.log_image(_id(run), image, key=key, step=int(step), timestamp=ts, synchronous=True)
+
+        self._enqueue(what, self._optional(what, log))
+
+    def _optional(self, what: str, fn: Callable[[], None], chain: dict[str, Any] | None = None) -> Callable[[], None]:
+        """``fn`` as a queued call that a store's refusal drops instead of retrying forever.
+
+        Every other call treats any error as "later"; an image or a model that the store refuses
+        (a 4xx answer: an MLflow server without logged-model endpoints, a deleted run) would then
+        hold every later call, the runs' ends included. Refusals are kept in ``refused``; ``chain``
+        (one model's calls) stops at the first."""
+
+        def op() -> None:
+            if chain is not None and "refused" in chain:
+                return
+            try:
+                fn()
+            except Exception as e:
+                if not _refused(e):
+                    raise
+                reason = f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                with self._state:
+                    self.refused.append(reason)
+                if chain is not None:
+                    chain["refused"] = reason
+
+        return op
 
     def log_model(
         self, run: RunHandle, name: str, directory: Path, *, step: int, params: dict[str, Any] | None = None
@@ -304,15 +332,18 @@ class Tracker:
             self.client.log_model_artifacts(model["id"], str(directory))
 
         def finalize() -> None:
-            self.client.finalize_logged_model(model["id"], LoggedModelStatus.READY)
+            if "id" in model:  # not when the store refused to create it
+                status = LoggedModelStatus.FAILED if "refused" in model else LoggedModelStatus.READY
+                self._optional(f"finalize model {name} of {run.name}",
+                               lambda: self.client.finalize_logged_model(model["id"], status))()  # fmt: skip
             shutil.rmtree(directory, ignore_errors=True)
 
-        self._enqueue(f"model {name} of {run.name}", create)
-        self._enqueue(
-            f"outputs of {run.name}",
-            lambda: self.client.log_outputs(_id(run), [LoggedModelOutput(model["id"], step=int(step))]),
-        )
-        self._enqueue(f"artifacts of model {name} of {run.name}", upload)
+        def link() -> None:
+            self.client.log_outputs(_id(run), [LoggedModelOutput(model["id"], step=int(step))])
+
+        for what, fn in ((f"model {name} of {run.name}", create), (f"outputs of {run.name}", link),
+                         (f"artifacts of model {name} of {run.name}", upload)):  # fmt: skip
+            self._enqueue(what, self._optional(what, fn, chain=model))
         self._enqueue(f"finalize model {name} of {run.name}", finalize)
 
     def describe_experiment(self, tags: dict[str, str]) -> None:
@@ -382,6 +413,16 @@ def sweep_experiments(tracking_uri: str) -> list[tuple[str, str]]:
     found = client.search_experiments(order_by=["creation_time DESC"], max_results=1000)
     ours = [e for e in found if "snsweep.version" in e.tags]
     return [(e.name, e.experiment_id) for e in ours or [e for e in found if e.name != "Default"]]
+
+
+def _refused(e: Exception) -> bool:
+    """The store answered and said no (a 4xx other than 429): asking again will not help."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(e, MlflowException):
+        return False
+    status = e.get_http_status_code()
+    return 400 <= status < 500 and status != 429
 
 
 def _id(run: RunHandle) -> str:

@@ -94,10 +94,14 @@ class TrialRuns:
 
             self._models.submit(build)
 
-    def finish(self, timeout_s: float = 600) -> None:
-        """Wait for the generators still being built (the end of a sweep, before the tracker drains)."""
+    def finish(self, tracker: Tracker | None, timeout_s: float = 600) -> None:
+        """Wait for the generators still being built (the end of a sweep, before the tracker drains)
+        and say which images or models the store refused."""
         if not self._models.join(timeout_s):
             self.say(f"    (some generators were still being built after {timeout_s:g} s; they are not logged)")
+        if tracker is not None and tracker.refused:
+            self.say(f"warning: the MLflow store refused {len(tracker.refused)} image/model call(s), "
+                     f"skipped; the first: {tracker.refused[0]}")  # fmt: skip
 
     def log_summary(
         self, tracker: Tracker, run: RunHandle, parent: RunHandle | None, row: dict[str, Any], done: int
