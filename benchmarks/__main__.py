@@ -99,6 +99,10 @@ def main() -> None:
             "7. Refusing bad inputs before anything starts (preflight)", "benchmarks.bench_preflight", "run",
             {"repeats": 2, "runtime_abort": False} if q else {}, _render_preflight,
         ),
+        (
+            "8. MLflow logging per trial: the generator model and the sample grids", "benchmarks.bench_mlflow",
+            "run", {"repeats": 4 if q else 12}, _render_mlflow,
+        ),
     ]
     previous = _split(a.out.read_text()) if a.only and a.out.exists() else {}
     sections = [
@@ -114,6 +118,12 @@ def main() -> None:
     )
     a.out.write_text(header + "\n".join(sections))
     print(f"wrote {a.out}")
+
+
+def _render_mlflow(r: dict[str, Any]) -> str:
+    from benchmarks.bench_mlflow import render
+
+    return render(r)
 
 
 def _split(text: str) -> dict[str, str]:

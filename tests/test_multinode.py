@@ -167,9 +167,10 @@ def test_worker_node_killed_mid_trial_sweep_recovers(tmp_path: Path) -> None:
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name("multi").experiment_id])
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
-    attempts = {r.info.run_name: r.info.status for r in runs if r.data.tags.get("trial_id") == killed["trial_id"]}
-    assert attempts[f"{killed['trial_id']}-a1"] == "FAILED"
-    assert attempts[f"{killed['trial_id']}-a{row['attempt']}"] == "FINISHED"
+    attempts = {int(r.data.tags["attempt"]): r.info.status for r in runs
+                if r.data.tags.get("trial_id") == killed["trial_id"]}  # fmt: skip
+    assert attempts[1] == "FAILED"
+    assert attempts[int(row["attempt"])] == "FINISHED"
 
     figures = {
         "trials": len(latest), "kills": 1, "killed_trial": killed["trial_id"], "killed_at_step": killed["step"],

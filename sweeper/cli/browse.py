@@ -66,22 +66,42 @@ def _resolve_target(g: Globals, target: str) -> Path:
 
 def ui(
     ctx: typer.Context,
+    sweep: Annotated[str | None, typer.Argument(help="The sweep to open (default: the latest).")] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1",
 ) -> None:
-    """Open the MLflow UI over the sweeps' tracking store."""
+    """Open the MLflow UI over the sweeps' tracking store, on a sweep's training-runs table.
+
+    The printed link opens MLflow's model-training view of the sweep's experiment: the runs
+    table with the parent run and its nested trials, the swept parameters and the objective as
+    columns. One server worker and no GenAI job runner: a local UI for one person."""
     g = state(ctx)
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
     uri, artifacts = find_store(g)
     if uri.startswith("http"):
         fail(f"the tracking store is the MLflow server {uri}: open it in a browser directly")
+    from sweeper.run.mlflow_layout import ui_url
+    from sweeper.run.tracking import sweep_experiments
+
+    found = sweep_experiments(uri)
+    if sweep is not None and sweep not in dict(found):
+        known = ", ".join(name for name, _ in found) or "none yet"
+        fail(f"no sweep {sweep!r} in the MLflow store {uri} (sweeps there: {known})")
+    base = f"http://{host}:{port}"
     cmd = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-        "--default-artifact-root", str(artifacts), "--host", host, "--port", str(port),
+        "--default-artifact-root", str(artifacts), "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    typer.echo(f"MLflow UI over {uri} on http://{host}:{port} (Ctrl-C to stop)")
+    typer.echo(f"MLflow UI over {uri} on {base} (Ctrl-C to stop)")
+    if found:
+        name, experiment_id = next((f for f in found if f[0] == sweep), found[0])
+        typer.echo(f"sweep {name}, its trials: {ui_url(base, experiment_id)}")
+    else:
+        typer.echo(f"no sweeps in {uri} yet: `sweeper run` makes one")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # GenAI jobs: 10 processes, 2 GiB
+    sys.stdout.flush()
     os.execv(sys.executable, cmd)
 
 

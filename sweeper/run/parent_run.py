@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import results
+from sweeper.run import mlflow_layout as layout
 from sweeper.run.storage import Storage
 from sweeper.spec import SweepSpec
 
@@ -65,7 +66,8 @@ def open_parent(tracker: Any, spec: SweepSpec, sweep_path: Path, progress: Calla
 
     Never raises: an unreachable server leaves the calls queued for the tracker's retries, and
     finish_sweep writes the id into sweep.json if it arrives later."""
-    parent = start_parent(tracker, spec)
+    meta = results.read_sweep_meta(sweep_path)
+    parent = start_parent(tracker, spec, meta.get("git_commit"))
     tracker.drain(timeout_s=60, progress=progress)
     try:
         meta = results.read_sweep_meta(sweep_path)
@@ -78,13 +80,58 @@ def open_parent(tracker: Any, spec: SweepSpec, sweep_path: Path, progress: Calla
     return tracker, parent
 
 
-def start_parent(tracker: Any, spec: SweepSpec) -> Any:
+def start_parent(tracker: Any, spec: SweepSpec, git_commit: str | None = None) -> Any:
+    """The experiment described as a model-training one (kind, description, runs-table view),
+    then the sweep's parent run, tagged like a run MLflow's fluent API would have made."""
+    tags = describe_sweep(spec)
+    tracker.describe_experiment(tags)
     return tracker.start_run(
         spec.name,
-        {"snsweep.role": "sweep", "status": "running"},
+        {**layout.standard_tags(git_commit), "snsweep.role": "sweep", "status": "running",
+         layout.DESCRIPTION_TAG: tags[layout.DESCRIPTION_TAG]},  # fmt: skip
         {"sweep": spec.name, "trials": spec.n_trials, "seeds": spec.seeds, "sampler": spec.search.sampler,
          "objective": spec.objective.metric},  # fmt: skip
     )
+
+
+def describe_sweep(spec: SweepSpec) -> dict[str, str]:
+    """The experiment tags of ``spec``'s sweep (``sweeper.run.mlflow_layout``)."""
+    import importlib.metadata as md
+
+    try:
+        version = md.version("snsweep")
+    except md.PackageNotFoundError:
+        version = "unknown"
+    objective = layout.objective_column(spec.objective.metric, spec.objective.selection)
+    varied = [k for k in spec.parameters if k not in fixed_keys(spec)]
+    return layout.experiment_tags(
+        description=layout.experiment_description(spec.description, spec.reproduces, objective, spec.metric_mode),
+        preset=preset_of(spec),
+        spec_digest=layout.spec_hash(spec.model_dump(mode="json")),
+        version=version,
+        objective=objective,
+        mode=spec.metric_mode,
+        view=layout.runs_view(varied, objective),
+    )
+
+
+def fixed_keys(spec: SweepSpec) -> set[str]:
+    from sweeper.spec.space import fixed_params
+
+    return set(fixed_params(spec))
+
+
+def preset_of(spec: SweepSpec) -> str:
+    """The preset this sweep is, unchanged; ``custom`` for a sweep file of one's own."""
+    from sweeper.spec import parse, preset_names, preset_text
+
+    if spec.name not in preset_names():
+        return "custom"
+    try:
+        same = parse(preset_text(spec.name), spec.name).model_dump() == spec.model_dump()
+    except Exception:  # noqa: BLE001 - a preset that does not parse any more is not this sweep
+        same = False
+    return spec.name if same else f"custom (from {spec.name})"
 
 
 def reopen_parent(
@@ -112,8 +159,10 @@ def reopen_parent(
     if closed:
         progress(f"ended {closed} MLflow run(s) whose trials the dead driver had recorded")
     if not parent_id:
-        parent = start_parent(tracker, spec)  # MLflow was down, or the driver died before the run existed
+        # MLflow was down, or the driver died before the run existed
+        parent = start_parent(tracker, spec, meta_prev.get("git_commit"))
     else:
+        tracker.describe_experiment(describe_sweep(spec))  # an experiment made before snsweep tagged its kind
         parent = tracker.adopt(parent_id, spec.name)
     tracker.drain(timeout_s=60, progress=progress)
     return parent
@@ -131,8 +180,17 @@ def preload_in_background(storage: Storage) -> threading.Thread:
             from ray.tune.search.optuna import OptunaSearch  # noqa: F401
 
             if storage.tracking_uri:
+                # mlflow.pytorch, torch.export, mlflow.models and PIL are what logging generators
+                # and sample grids needs (sweeper.run.generator_model); imported here rather than
+                # on the model thread: two threads importing one package at once can see it half
+                # initialized (AttributeError), so they come in this one sequence, before the
+                # driver's threads start.
+                import mlflow.pytorch  # noqa: F401
                 import mlflow.tracking  # noqa: F401
+                import torch.export  # noqa: F401
+                from mlflow.models import Model, infer_signature  # noqa: F401
                 from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
+                from PIL import Image  # noqa: F401
         except Exception:  # noqa: BLE001, S110 - the real import later reports any problem
             pass
 

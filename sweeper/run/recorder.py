@@ -28,6 +28,7 @@ from sweeper.run.packing import PACK_KEY
 from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TRIAL_ID_KEY, TrialContext, trial_config
 from sweeper.run.rows import summary_row
 from sweeper.run.tracking import RunHandle, Tracker
+from sweeper.run.trial_runs import TrialRuns
 
 SUMMARY_SKIP = {"history_json", "trial_status", OBJECTIVE}
 
@@ -79,6 +80,7 @@ class SweepRecorder(Callback):
         self._existing_attempts = self._scan_attempts()
         self._unlinked: list[tuple[RunHandle, dict[str, Any]]] = []
         self._error_logs: dict[str, str] = {}
+        self._mlflow = TrialRuns(self.sweep_path, ctx.metric, ctx.selection, ctx.mode, progress)
         self._recorded = self._scan_finished()
         """Trials whose final row is already on disk (finished just before a driver died):
         Tune may replay them from their last checkpoint; they must not be recorded twice."""
@@ -175,17 +177,14 @@ class SweepRecorder(Callback):
             return
         try:
             with checkpoint.as_directory() as d:
-                for mid, index in members:
-                    preview = Path(d) / ("samples.png" if index is None else f"samples_m{index}.png")
-                    if preview.exists():
-                        step = int(self._last.get(mid, {}).get("step", 0))
-                        # copy out: the checkpoint dir may be removed when a newer one replaces it
-                        keep = self.sweep_path / "samples" / mid / f"step_{step:08d}.png"
-                        keep.parent.mkdir(parents=True, exist_ok=True)
-                        keep.write_bytes(preview.read_bytes())
-                        self.tracker.log_artifact(self._runs[mid], keep, "samples")
-        except Exception as e:  # noqa: BLE001 - a missing preview must never fail the sweep
-            self.say(f"    (could not log samples of {trial.trial_id}: {e})")
+                for mid, index in members:  # sample grids as an image series; a completed trial's generator
+                    last = self._last.get(mid, {})
+                    self._mlflow.log_checkpoint(self.tracker, self._runs[mid], mid, index, Path(d), last)
+        except Exception as e:  # noqa: BLE001 - a missing preview or model must never fail the sweep
+            self.say(f"    (could not log samples of {trial.trial_id}: {type(e).__name__}: {e})")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._mlflow.finish(self.tracker)  # generators still being built go into the queue before it drains
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for mid, _, config in members_of(trial):
@@ -240,16 +239,9 @@ class SweepRecorder(Callback):
         params = self._params(config)
         n = self._number(tid)
         if self.tracker is not None:
-            tags = {
-                "trial_id": tid,
-                "normalizer": str(params.get("normalizer", "")),
-                "scale": str(params.get("scale", "")),
-                "status": "running",
-                "attempt": str(self._attempt[tid]),
-                "snsweep.role": "trial",
-            }
+            name, tags = self._mlflow.name_and_tags(tid, n, self._attempt[tid], params, config)  # bsn c=2 s1
             self._runs[tid] = self.tracker.start_run(
-                f"{tid}-a{self._attempt[tid]}",
+                name,
                 tags,
                 {**params, "trial_id": tid, "sweep": self.sweep},
                 parent=self.parent,
@@ -317,6 +309,7 @@ class SweepRecorder(Callback):
             if self.best is None or (final > self.best[0] if maximize else final < self.best[0]):
                 self.best = (final, f"trial {self._number(tid)}")
         if self.tracker is not None and run is not None:
+            self._mlflow.log_summary(self.tracker, run, self.parent, row, sum(self.counts.values()))
             tags = {"status": status, **({"error": error[:5000]} if error else {})}
             self.tracker.set_tags(run, {**tags, **({"error_log": error_log} if error_log else {})})
             if traceback:

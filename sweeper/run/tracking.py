@@ -20,7 +20,10 @@ Layout (contract): experiment = sweep name; parent run tagged ``snsweep.role =
 sweep``; children tagged ``mlflow.parentRunId``, ``trial_id``, ``normalizer``,
 ``scale``, ``status``; params use the same names as the Parquet columns. No run
 is left RUNNING: ``close`` ends every run this tracker opened, and
-``end_orphans`` marks runs left RUNNING by a dead driver as KILLED.
+``end_orphans`` marks runs left RUNNING by a dead driver as KILLED. What the
+experiment, the run names and the runs-table view look like is
+``sweeper.run.mlflow_layout``'s; images (``log_image`` series) and models
+(``log_model``) go through the same queue as everything else.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry oursel
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 MAX_PARAM_LEN = 6000
-
 
 
 @dataclass
@@ -83,6 +85,8 @@ class Tracker:
         self.retry_every_s = retry_every_s
         self.outages = 0
         """How many times the tracker became degraded (a failed call after a healthy period)."""
+        self.refused: list[str] = []
+        """Optional calls (images, models) the store refused and that were dropped (``_optional``)."""
         self._state = threading.Lock()  # guards the queue, counters and ``_retrier``
         self._delivering = threading.Lock()  # one deliverer at a time: each call runs once, in order
         self._retrier: threading.Thread | None = None
@@ -261,6 +265,99 @@ class Tracker:
     def log_text(self, run: RunHandle, text: str, name: str) -> None:
         self._enqueue(f"{name} of {run.name}", lambda: self.client.log_text(_id(run), text, name))
 
+    def log_image(self, run: RunHandle, image: Any, key: str, step: int) -> None:
+        """One image of the run's ``key`` series at ``step`` (MLflow's stepped ``log_image``)."""
+        ts = int(time.time() * 1000)
+        what = f"image {key} of {run.name} at step {step}"
+
+        def log() -> None:
+            self.client.log_image(_id(run), image, key=key, step=int(step), timestamp=ts, synchronous=True)
+
+        self._enqueue(what, self._optional(what, log))
+
+    def _optional(self, what: str, fn: Callable[[], None], chain: dict[str, Any] | None = None) -> Callable[[], None]:
+        """``fn`` as a queued call that a store's refusal drops instead of retrying forever.
+
+        Every other call treats any error as "later"; an image or a model that the store refuses
+        (a 4xx answer: an MLflow server without logged-model endpoints, a deleted run) would then
+        hold every later call, the runs' ends included. Refusals are kept in ``refused``; ``chain``
+        (one model's calls) stops at the first."""
+
+        def op() -> None:
+            if chain is not None and "refused" in chain:
+                return
+            try:
+                fn()
+            except Exception as e:
+                if not _refused(e):
+                    raise
+                reason = f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                with self._state:
+                    self.refused.append(reason)
+                if chain is not None:
+                    chain["refused"] = reason
+
+        return op
+
+    def log_model(
+        self, run: RunHandle, name: str, directory: Path, *, step: int, params: dict[str, Any] | None = None
+    ) -> None:
+        """A saved MLflow model directory (a flavor's ``save_model``) as the run's logged model ``name``.
+
+        What ``mlflow.<flavor>.log_model`` does, by client calls: the fluent API would use the
+        process-wide tracking URI and active run, and this tracker has neither. The model's id is
+        only known once it is created, so the upload writes it into the directory's MLmodel. Each
+        step is its own queued call (a retry never creates a second model); the directory is
+        removed once the model is READY.
+        """
+        import shutil
+
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        model: dict[str, Any] = {}
+        text_params = {k: _param_text(v) for k, v in (params or {}).items()}
+        directory = Path(directory)
+
+        def create() -> None:
+            if "id" not in model:
+                m = self.client.create_logged_model(
+                    self.experiment_id(), name=name, source_run_id=_id(run), params=text_params or None
+                )
+                model.update(id=m.model_id, location=m.artifact_location)
+
+        def upload() -> None:
+            from mlflow.models import Model
+
+            spec = Model.load(str(directory))
+            spec.model_id = spec.model_uuid = model["id"]
+            spec.run_id, spec.artifact_path = _id(run), model["location"]
+            spec.save(str(directory / "MLmodel"))
+            self.client.log_model_artifacts(model["id"], str(directory))
+
+        def finalize() -> None:
+            if "id" in model:  # not when the store refused to create it
+                status = LoggedModelStatus.FAILED if "refused" in model else LoggedModelStatus.READY
+                self._optional(f"finalize model {name} of {run.name}",
+                               lambda: self.client.finalize_logged_model(model["id"], status))()  # fmt: skip
+            shutil.rmtree(directory, ignore_errors=True)
+
+        def link() -> None:
+            self.client.log_outputs(_id(run), [LoggedModelOutput(model["id"], step=int(step))])
+
+        for what, fn in ((f"model {name} of {run.name}", create), (f"outputs of {run.name}", link),
+                         (f"artifacts of model {name} of {run.name}", upload)):  # fmt: skip
+            self._enqueue(what, self._optional(what, fn, chain=model))
+        self._enqueue(f"finalize model {name} of {run.name}", finalize)
+
+    def describe_experiment(self, tags: dict[str, str]) -> None:
+        """Set the experiment's tags (kind, description, the runs-table view); creates it if needed."""
+
+        def describe() -> None:
+            for k, v in tags.items():
+                self.client.set_experiment_tag(self.experiment_id(), k, v)
+
+        self._enqueue("experiment tags", describe)
+
     def end_run(self, run: RunHandle, status: str = "FINISHED") -> None:
         if run.ended:
             return
@@ -336,6 +433,32 @@ class Tracker:
         for rid in [*nested, *parents]:
             self.client.delete_run(rid)
         return len(nested) + len(parents)
+
+
+def sweep_experiments(tracking_uri: str) -> list[tuple[str, str]]:
+    """(name, experiment id) of the sweeps in a store, the most recently created first.
+
+    A SQLite file that does not exist is an empty store: it is not created here."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).is_file():
+        return []
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.search_experiments(order_by=["creation_time DESC"], max_results=1000)
+    ours = [e for e in found if "snsweep.version" in e.tags]
+    return [(e.name, e.experiment_id) for e in ours or [e for e in found if e.name != "Default"]]
+
+
+def _refused(e: Exception) -> bool:
+    """The store answered and said no (a 4xx other than 429): asking again will not help."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(e, MlflowException):
+        return False
+    status = e.get_http_status_code()
+    return 400 <= status < 500 and status != 429
 
 
 def _id(run: RunHandle) -> str:
