@@ -253,13 +253,13 @@ def test_snapshot_takes_one_members_generator_from_a_packed_checkpoint(tmp_path:
     from trainers.packed import PackedTrainer
 
     base = {**TINY_TRAIN, "iterations": 2, "eval_every": 2, "diagnostics": False}
-    cfgs = [TrainConfig.from_dict({**base, "seed": s, "normalizer": n}) for s, n in ((0, "sn"), (1, "bsn"))]
+    cfgs = [TrainConfig.from_dict({**base, "seed": s, "scale": c}) for s, c in ((0, 1.0), (1, 1.5))]  # one normalizer
     trainer = PackedTrainer(cfgs)
     trainer.run()
     (tmp_path / "ckpt").mkdir()
     torch.save(trainer.state_dict(), tmp_path / "ckpt" / CHECKPOINT_FILE)  # what run_pack_trial writes
     snap = snapshot(tmp_path / "ckpt", 1)
-    assert snap is not None and snap.config["seed"] == 1 and snap.config["normalizer"] == "bsn"
+    assert snap is not None and snap.config["seed"] == 1 and snap.config["scale"] == 1.5
     expected = trainer.member_state_dict(1)["G"]
     assert snap.state.keys() == expected.keys()
     assert all(torch.equal(snap.state[k], expected[k]) for k in expected)
