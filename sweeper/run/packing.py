@@ -10,6 +10,7 @@ is told each member's objective separately.
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,25 @@ class PackSearcher(Searcher):
                 self.inner.on_trial_complete(sub, {self.metric: value}, error=False)
 
     def save(self, checkpoint_path: str) -> None:
-        inner_path = checkpoint_path + ".inner"
-        self.inner.save(inner_path)
-        Path(checkpoint_path).write_text(json.dumps({"k": self.k, "members": self._members}))
+        # One file: Tune saves to a temporary name and renames only that one (a second file beside
+        # it was left under the temporary name, so a packed sweep could not resume). Tune saves the
+        # state of wrappers it can see (``.searcher``) itself; this one hides the seed Repeater, so
+        # its groups travel here too, or a resumed pack could not tell Optuna its members.
+        with tempfile.TemporaryDirectory() as d:
+            self.inner.save(str(Path(d) / "inner.pkl"))
+            inner = (Path(d) / "inner.pkl").read_bytes()
+        wrapper = self.inner.get_state() if hasattr(self.inner, "searcher") else None
+        state = {"k": self.k, "members": self._members, "last": self._last, "inner": inner, "wrapper": wrapper}
+        Path(checkpoint_path).write_bytes(pickle.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path + ".inner")
-        state = json.loads(Path(checkpoint_path).read_text())
-        self.k, self._members = state["k"], state["members"]
+        state = pickle.loads(Path(checkpoint_path).read_bytes())
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "inner.pkl").write_bytes(state["inner"])
+            self.inner.restore(str(Path(d) / "inner.pkl"))
+        if state["wrapper"] is not None:
+            self.inner.set_state(state["wrapper"])
+        self.k, self._members, self._last = state["k"], state["members"], state["last"]
 
 
 def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
