@@ -8,6 +8,7 @@ from typing import Any
 
 from sweeper import about, results
 from sweeper.run.storage import Storage
+from sweeper.run.study import StudyTarget
 from sweeper.spec import SweepSpec
 
 
@@ -17,8 +18,10 @@ def directions_for(metrics: list[str]) -> dict[str, str]:
     return {m: METRICS.get(m, "max") for m in metrics}
 
 
-def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
-    """sweep.json; ``mlflow_parent_run_id`` is filled in once the parent run exists (open_parent)."""
+def sweep_meta(spec: SweepSpec, storage: Storage, study: StudyTarget | None = None) -> dict[str, Any]:
+    """sweep.json; ``mlflow_parent_run_id`` is filled in once the parent run exists (open_parent).
+
+    ``optuna_storage``/``optuna_study`` say where the Optuna study is (None: the sweep keeps none)."""
     return {
         "name": spec.name,
         "spec": spec.model_dump(mode="json"),
@@ -37,5 +40,6 @@ def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
         "tracking_uri": storage.tracking_uri,
         "artifact_root": str(storage.artifact_root.resolve()),
         "mlflow_parent_run_id": None,
+        **(study.record() if study else {"optuna_storage": None, "optuna_study": None}),
         "schema_version": results.SCHEMA_VERSION,
     }

@@ -2,7 +2,8 @@
 
 Each configuration runs once per seed (Ray's ``Repeater``); Optuna is told the mean over seeds.
 A grid is enqueued point by point (``points_to_evaluate``); ASHA, when asked for, stops trials
-at evaluation rungs.
+at evaluation rungs. With a ``Study`` (sweeper.run.study) the Optuna study lives in its database,
+one trial per configuration with the per-seed values (sweeper.run.study_search).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from sweeper.run.reporting import OBJECTIVE
+from sweeper.run.study import Study
 from sweeper.spec import SweepSpec
 
 
-def make_searcher(spec: SweepSpec) -> Any:
+def make_searcher(spec: SweepSpec, study: Study | None = None) -> Any:
     import optuna
-    from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
+    from sweeper.run.study_search import SeedRepeater, StudySearch
     from sweeper.spec.space import grid_points, optuna_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,22 +39,24 @@ def make_searcher(spec: SweepSpec) -> Any:
     points = None
     if spec.is_grid:
         points = [{k: v for k, v in pt.items() if k in space} or {"__constant__": 0} for pt in grid_points(spec)]
-    searcher = OptunaSearch(
+    searcher = StudySearch(
         space=space,
         metric=OBJECTIVE,
         mode=spec.metric_mode,
         sampler=samplers[spec.search.sampler](),
         points_to_evaluate=points,
+        storage=study.storage() if study else None,
+        study_name=study.name if study else None,
     )
     # Each configuration runs once per seed; Optuna is told the mean over seeds.
-    return Repeater(searcher, repeat=len(spec.seeds), set_index=True)
+    return SeedRepeater(searcher, list(spec.seeds))
 
 
-def make_pack_searcher(spec: SweepSpec) -> Any:
+def make_pack_searcher(spec: SweepSpec, study: Study | None = None) -> Any:
     """``pack: K``: each Tune trial asks for K configurations (see sweeper.run.packing)."""
     from sweeper.run.packing import PackSearcher
 
-    return PackSearcher(make_searcher(spec), spec.pack, OBJECTIVE, spec.metric_mode)
+    return PackSearcher(make_searcher(spec, study), spec.pack, OBJECTIVE, spec.metric_mode)
 
 
 def make_scheduler(spec: SweepSpec) -> Any:

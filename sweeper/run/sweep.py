@@ -26,6 +26,7 @@ from sweeper.run.ray_runtime import check_resources, probe_address, start_ray
 from sweeper.run.reporting import TrialContext
 from sweeper.run.search import make_pack_searcher, make_scheduler, make_searcher
 from sweeper.run.storage import Storage
+from sweeper.run.study import plan_study
 from sweeper.spec import SweepSpec
 
 TUNE_DIR = "tune"
@@ -42,6 +43,8 @@ class SweepOutcome:
     failed_fraction: float
     timings: dict[str, float] = field(default_factory=dict)
     """Wall seconds per phase: ray_start, tracking_setup, trials, finish (report + MLflow drain)."""
+    study: str | None = None
+    """How to open the sweep's Optuna study (None: it keeps none)."""
 
 
 def restorable(spec: SweepSpec, results_dir: Path) -> bool:
@@ -149,7 +152,9 @@ def run_sweep(
     from sweeper.run.recorder import SweepRecorder
     from sweeper.run.trial import run_trial
 
+    plan = plan_study(spec, storage, resume=resume)  # where the Optuna study lives; a bad URL fails here
     sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
+    study = plan.open(in_background, overwrite=overwrite)  # opened (or deleted, created) while Ray starts
     _, ctx = fixed_and_context(spec, spec.resources.cpus_per_trial)
     metrics = spec.train_metrics
     directions = directions_for(metrics)
@@ -160,9 +165,11 @@ def run_sweep(
     check_resources(spec)
     clock.lap("ray_start")
     preload.join()
+    if study is not None:
+        study.storage()  # its errors (an unusable storage, a study from another sweep) before sweep.json
 
     meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
-    meta = sweep_meta(spec, storage)
+    meta = sweep_meta(spec, storage, study=study.target if study else None)
     if resume:
         meta = {**meta_prev, "resumed_at": meta["started_at"]}
     results.atomic_write_text(json.dumps(meta, indent=2, default=str), sweep_path / "sweep.json")
@@ -219,7 +226,7 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=make_pack_searcher(spec) if spec.pack > 1 else make_searcher(spec),
+                search_alg=make_pack_searcher(spec, study) if spec.pack > 1 else make_searcher(spec, study),
                 scheduler=make_scheduler(spec),
                 num_samples=spec.n_tune_trials,
                 max_concurrent_trials=concurrency,
@@ -245,6 +252,8 @@ def run_sweep(
         progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
         raise
     clock.lap("trials")
+    if study is not None:
+        study.finish()
     if recorder.stopper.reason is not None:
         from sweeper.run.abort import finish_aborted
 
@@ -252,6 +261,7 @@ def run_sweep(
     outcome = finish_sweep(spec, sweep_path, recorder, progress)
     clock.lap("finish")
     outcome.timings = clock.laps
+    outcome.study = study.hint() if study else None
     return outcome
 
 
