@@ -112,6 +112,8 @@ def _run(g: Globals, spec_arg: Any, *, overwrite: bool, resume: bool, num_cpus: 
     say(f"results: {outcome.sweep_path}/trials/*.parquet  (sweeper.results.load('{outcome.sweep_path}'))")
     if g.tracking_uri != "none":
         say("browse the trials: sweeper ui")
+    if outcome.study:
+        say(f"Optuna study: {outcome.study}")
     if outcome.failed_fraction > spec.allowed_failure_fraction:
         say(f"{outcome.failed_fraction:.0%} of trials failed (allowed {spec.allowed_failure_fraction:.0%})")
         raise typer.Exit(1)
@@ -148,7 +150,7 @@ def submit(
             fail("sweeper submit needs --address http://HEAD:8265 (the Ray dashboard of the cluster)")
         job = cluster.submit(
             spec, target, results_dir=str(results_dir or g.results_dir), tracking_uri=g.tracking_uri,
-            extra_args=list(ctx.args),
+            extra_args=list(ctx.args), optuna_storage=g.optuna_storage,
         )  # fmt: skip
         typer.echo(f"submitted job {job}")
         typer.echo("inputs: checked here without files; the job checks data roots and weights first, on the cluster")
