@@ -73,3 +73,19 @@ def test_sigkill_driver_then_resume_gives_exact_results(tmp_path: Path, sweeper_
     assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(latest["trial_id"])
     parents = [r for r in runs if r.data.tags.get("snsweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+    # The Optuna study (optuna.db beside mlflow.db) went on across the driver's death: one COMPLETE
+    # trial per configuration at its Parquet mean, nothing left RUNNING (orphans were failed).
+    import optuna
+
+    study = optuna.load_study(study_name="crashy", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    means = latest.groupby(["normalizer", "scale"])["final_mode_coverage"].mean()
+    assert sorted((t.params["normalizer"], t.params["scale"]) for t in complete) == sorted(means.index)
+    for t in complete:
+        assert t.value == means[(t.params["normalizer"], t.params["scale"])]
+        assert sorted(t.user_attrs["trial_ids"]) == sorted(
+            latest.loc[(latest["normalizer"] == t.params["normalizer"]) & (latest["scale"] == t.params["scale"]),
+                       "trial_id"]
+        )  # fmt: skip
