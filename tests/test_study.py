@@ -310,3 +310,25 @@ def test_an_existing_sweep_keeps_the_storage_it_recorded(tmp_path, monkeypatch):
         studymod.for_existing(secret, None, strict=True)
     monkeypatch.setenv(studymod.ENV, "postgresql://u:pw@db/optuna")
     assert studymod.for_existing(secret, None, strict=True).url == "postgresql://u:pw@db/optuna"
+
+
+def test_an_unopenable_default_storage_warns_and_an_explicit_one_fails(tmp_path, monkeypatch):
+    """Like the MLflow store: a default that cannot be opened costs the study, not the sweep; a
+    storage the user named must work."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(studymod.ENV, raising=False)
+    (tmp_path / "afile").write_text("")  # the default's folder is a file
+    spec = _spec()
+    storage = default_storage(tmp_path / "results", f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}")
+    said: list[str] = []
+    study = studymod.plan_study(spec, storage, resume=False).open(now, overwrite=False, progress=said.append)
+    assert study.storage() is None and study.target is None and study.hint() is None and study.finish() == 0
+    assert len(said) == 1 and said[0].startswith(f"warning: cannot open the Optuna storage sqlite:///{tmp_path}")
+    assert said[0].endswith("this sweep keeps no Optuna study (pass --optuna-storage)")
+    from sweeper.run.search import make_searcher
+
+    assert make_searcher(spec, study).suggest("a") is not None  # in memory, as before
+    storage.optuna_storage = f"sqlite:///{tmp_path / 'afile' / 'optuna.db'}"
+    named = studymod.plan_study(spec, storage, resume=False).open(now, overwrite=False, progress=said.append)
+    with pytest.raises(SweepError, match=r"^cannot open the Optuna storage .* \(--optuna-storage\): .* fix it or"):
+        named.storage()

@@ -45,8 +45,8 @@ def make_searcher(spec: SweepSpec, study: Study | None = None) -> Any:
         mode=spec.metric_mode,
         sampler=samplers[spec.search.sampler](),
         points_to_evaluate=points,
-        storage=study.storage() if study else None,
-        study_name=study.name if study else None,
+        storage=study.storage() if study else None,  # None: Optuna's in-memory storage, as before
+        study_name=study.name if study and study.storage() else None,
     )
     # Each configuration runs once per seed; Optuna is told the mean over seeds.
     return SeedRepeater(searcher, list(spec.seeds))

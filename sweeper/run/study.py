@@ -148,15 +148,21 @@ def dashboard_target(meta: dict[str, Any] | None, storage: Storage, name: str | 
 class Study:
     """A sweep's study, opened in a background thread (a fresh SQLite file takes about a second).
 
-    ``storage()`` waits for it and raises what opening it raised (a SweepError line)."""
+    ``storage()`` waits for it and raises what opening it raised (a SweepError line); it is None
+    when the *default* storage could not be opened (one warning line: like an unopenable default
+    MLflow store, that must not cost the sweep), and then ``target`` is None too."""
 
     def __init__(self, target: StudyTarget, future: Future):
-        self.target = target
+        self._target = target
         self._future = future
 
     @property
+    def target(self) -> StudyTarget | None:
+        return self._target if self.storage() is not None else None
+
+    @property
     def name(self) -> str:
-        return self.target.name
+        return self._target.name
 
     def storage(self) -> Any:
         return self._future.result()
@@ -166,13 +172,17 @@ class Study:
         abort), so no tool shows a trial as running forever. Returns how many."""
         import optuna
 
+        if self.storage() is None:
+            return 0
         study = optuna.load_study(study_name=self.name, storage=self.storage())
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for t in running:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         return len(running)
 
-    def hint(self) -> str:
+    def hint(self) -> str | None:
+        if self.target is None:
+            return None
         return f"optuna-dashboard {self.target.shown}  (study {self.name!r}; or `sweeper dashboard {self.name}`)"
 
 
@@ -185,11 +195,14 @@ class StudyPlan:
     sweep_path: Path
     resume: bool
 
-    def open(self, start: Callable[..., Future], *, overwrite: bool) -> Study | None:
+    def open(
+        self, start: Callable[..., Future], *, overwrite: bool, progress: Callable[[str], None] = print
+    ) -> Study | None:
         """Open (or delete and create) the study through ``start`` (a thread); None keeps none."""
         if self.target is None:
             return None
-        return Study(self.target, start(_prepare, self.target, self.spec, self.sweep_path, self.resume, overwrite))
+        args = (self.target, self.spec, self.sweep_path, self.resume, overwrite, progress)
+        return Study(self.target, start(_prepare, *args))
 
 
 def plan_study(spec: SweepSpec, storage: Storage, *, resume: bool) -> StudyPlan:
@@ -204,21 +217,25 @@ def plan_study(spec: SweepSpec, storage: Storage, *, resume: bool) -> StudyPlan:
     return StudyPlan(target, spec, sweep_path, resume)
 
 
-def _prepare(target: StudyTarget, spec: SweepSpec, sweep_path: Path, resume: bool, overwrite: bool) -> Any:
+def _prepare(
+    target: StudyTarget, spec: SweepSpec, sweep_path: Path, resume: bool, overwrite: bool,
+    progress: Callable[[str], None],
+) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if target.url.startswith("sqlite:///"):
-        Path(target.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if target.url.startswith("sqlite:///"):
+            Path(target.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(target.url)
         names = set(optuna.get_all_study_names(storage))
     except Exception as e:  # noqa: BLE001 - a driver, a server or a file we cannot use: one line
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise SweepError(
-            f"cannot open the Optuna storage {target.shown} ({target.source}): {type(e).__name__}: {first}; "
-            "fix it or pass --optuna-storage none"
-        ) from None
+        problem = f"cannot open the Optuna storage {target.shown} ({target.source}): {type(e).__name__}: {first}"
+        if target.source == "default" and not resume:
+            progress(f"warning: {problem}; this sweep keeps no Optuna study (pass --optuna-storage)")
+            return None
+        raise SweepError(f"{problem}; fix it or pass --optuna-storage none") from None
     if resume:
         if target.name not in names:
             raise SweepError(

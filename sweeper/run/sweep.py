@@ -154,7 +154,7 @@ def run_sweep(
 
     plan = plan_study(spec, storage, resume=resume)  # where the Optuna study lives; a bad URL fails here
     sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
-    study = plan.open(in_background, overwrite=overwrite)  # opened (or deleted, created) while Ray starts
+    study = plan.open(in_background, overwrite=overwrite, progress=progress)  # (re)created while Ray starts
     _, ctx = fixed_and_context(spec, spec.resources.cpus_per_trial)
     metrics = spec.train_metrics
     directions = directions_for(metrics)
