@@ -332,3 +332,23 @@ def test_an_unopenable_default_storage_warns_and_an_explicit_one_fails(tmp_path,
     named = studymod.plan_study(spec, storage, resume=False).open(now, overwrite=False, progress=said.append)
     with pytest.raises(SweepError, match=r"^cannot open the Optuna storage .* \(--optuna-storage\): .* fix it or"):
         named.storage()
+
+
+def test_a_sweep_started_before_search_storage_existed_is_not_a_different_spec(tmp_path):
+    """Its sweep.json spec lacks `search.storage`: --resume-if-exists must still see the same spec."""
+    import json
+
+    from sweeper.run.sweep import restorable
+
+    spec = _spec(name="old")
+    recorded = spec.model_dump(mode="json")
+    del recorded["search"]["storage"]
+    sweep = tmp_path / "old"
+    (sweep / "tune").mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"name": "old", "spec": recorded}))
+    with pytest.raises(SweepError, match="cannot be restored"):  # past the spec check: the (empty) Tune state
+        restorable(spec, tmp_path)
+    recorded["search"]["trials"] = 9
+    (sweep / "sweep.json").write_text(json.dumps({"name": "old", "spec": recorded}))
+    with pytest.raises(SweepError, match="exists with a different spec"):
+        restorable(spec, tmp_path)

@@ -60,7 +60,7 @@ def restorable(spec: SweepSpec, results_dir: Path) -> bool:
         if (path / "trials").exists():
             raise SweepError(f"{path} has results but no restorable sweep state; use --overwrite to start again")
         return False
-    before = results.read_sweep_meta(path).get("spec")
+    before = _as_now(results.read_sweep_meta(path).get("spec"))
     now = spec.model_dump(mode="json")
     if before is not None and before != now:
         diff = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in now if before.get(k) != now.get(k))
@@ -68,6 +68,17 @@ def restorable(spec: SweepSpec, results_dir: Path) -> bool:
     if not tune.Tuner.can_restore(str((path / TUNE_DIR).resolve())):
         raise SweepError(f"{path / TUNE_DIR} cannot be restored; use --overwrite to start again")
     return True
+
+
+def _as_now(spec_data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded spec with the fields added since at their defaults (``search.storage``), so a
+    sweep started by an older snsweep is not "a different spec"; unchanged if it no longer loads."""
+    if spec_data is None:
+        return None
+    try:
+        return SweepSpec.model_validate(spec_data).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - the comparison then names what differs
+        return spec_data
 
 
 # --- preparation (no Ray yet) -----------------------------------------------------------------
