@@ -29,6 +29,7 @@ from sweeper.analysis.sections import (
     failure_section,
     headline_section,
     heatmap_section,
+    importance_section,
     other_metrics_section,
     paired_section,
     primary_section,
@@ -187,6 +188,7 @@ def write_report(
         )
         if primary_has:
             safe("heatmaps", doc, lambda: heatmap_section(doc, df, primary, dirs, out_dir, datasets))
+            safe("importance", doc, lambda: importance_section(doc, df, primary, selection, dirs, out_dir, datasets))
         safe(
             "other metrics",
             doc,

@@ -25,6 +25,8 @@ from sweeper.analysis.figures import (
     slug,
 )
 from sweeper.analysis.headline import headline_lines
+from sweeper.analysis.importance import IMPORTANCE_RULE, parameter_importance
+from sweeper.analysis.search_figures import importance_figure, parallel_coordinates_figure
 from sweeper.analysis.tables import failure_table, table1, table1_values
 
 _SELECTION_TEXT = {
@@ -390,6 +392,36 @@ def other_metrics_section(
                 doc.text(f"No values for `{m}` (selection {sel}).")
                 continue
             doc.table(_best_table_rows(b), f"Best scale: {m}, selection: {_SELECTION_TEXT[sel]}", max_rows=20)
+
+
+def importance_section(
+    doc: Doc, df: pd.DataFrame, primary: str, selection: str, dirs: Mapping[str, str], out_dir: Path,
+    datasets: list[Any],
+) -> None:
+    """Which searched parameters matter (Optuna's evaluators) and the parallel-coordinates view."""
+    doc.heading("Parameter importance and parallel coordinates", 2)
+    for ds in datasets[:MAX_DATASET_FIGURES]:
+        sub = df[df["dataset"] == ds] if len(datasets) > 1 else df
+        if len(datasets) > 1:
+            doc.heading(str(ds), 3)
+        imp = parameter_importance(sub, primary, selection, dirs[primary])
+        if imp.note:
+            doc.text(imp.note)
+        if imp.table.empty:
+            continue
+        doc.table(
+            imp.table.assign(**{c: imp.table[c].map(lambda v: "—" if v != v else f"{v:.3f}")
+                                for c in ("fanova", "ped_anova")}),  # fmt: skip
+            f"Importance for `{selection}_{primary}` over {len(imp.points)} configurations: {IMPORTANCE_RULE}",
+        )
+        order = imp.table["parameter"].tolist()
+        for rel, caption in (
+            (importance_figure(imp.table, primary, out_dir, slug("importance", ds)), "parameter importance"),
+            (parallel_coordinates_figure(imp.points, order, primary, dirs[primary], out_dir, slug("parallel", ds)),
+             f"parallel coordinates (axes by importance; colour: mean {selection} {primary} over seeds)"),
+        ):  # fmt: skip
+            if rel:
+                doc.figure(rel, f"{ds}: {caption}")
 
 
 def failure_section(doc: Doc, df: pd.DataFrame) -> None:

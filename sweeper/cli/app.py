@@ -33,6 +33,7 @@ app.command()(inspect.presets)
 app.command()(inspect.normalizers)
 app.command()(inspect.schema)
 app.command()(browse.ui)
+app.command()(browse.dashboard)
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

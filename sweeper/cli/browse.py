@@ -1,4 +1,5 @@
-"""The commands that show results: ``report`` (the best-scale report) and ``ui`` (the MLflow UI)."""
+"""The commands that show results: ``report`` (the best-scale report), ``ui`` (the MLflow UI) and
+``dashboard`` (optuna-dashboard over the sweep's Optuna study)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sweeper.cli.context import Globals, fail, guard, state
+from sweeper.cli.context import Globals, fail, guard, state, storage_of
 
 
 def report(
@@ -142,3 +143,49 @@ def find_store(g: Globals) -> tuple[str, Path]:
         "`sweeper --tracking-uri sqlite:///PATH/mlflow.db ui` (or `sweeper --results-dir DIR ui`)"
     )
     raise AssertionError  # fail() exits
+
+
+def dashboard(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="A sweep's name (default: every study in the storage).")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")] = "127.0.0.1",
+) -> None:
+    """Open optuna-dashboard over the sweep's Optuna study: history, importance, parallel coordinates.
+
+    Needs the optional extra: pip install -e '.\\[dashboard]'. NAME opens the storage its
+    sweep.json names; without NAME, the storage a sweep started here would use.
+    """
+    g = state(ctx)
+
+    def go() -> None:
+        from sweeper import results
+        from sweeper.errors import SweepError
+        from sweeper.run.study import dashboard_target
+
+        meta = results.read_sweep_meta(results.sweep_dir(g.results_dir, name)) if name else None
+        target = dashboard_target(meta, storage_of(g), name)
+        try:
+            import optuna_dashboard
+        except ImportError:
+            raise SweepError(
+                "optuna-dashboard is not installed: pip install -e '.[dashboard]' (or pip install optuna-dashboard)"
+            ) from None
+        if target.url.startswith("sqlite:///") and not Path(target.url[len("sqlite:///") :]).is_file():
+            raise SweepError(f"no Optuna study database at {target.url[len('sqlite:///') :]} yet: run a sweep first")
+        import optuna
+
+        storage = optuna.storages.RDBStorage(target.url)
+        page = f"http://{host}:{port}/dashboard"
+        if target.name:
+            try:
+                page += f"/studies/{storage.get_study_id_from_name(target.name)}"
+            except KeyError:
+                raise SweepError(f"no study {target.name!r} in {target.shown} (deleted?)") from None
+        typer.echo(f"optuna-dashboard on {page} over {target.shown} (Ctrl-C to stop)")
+        try:
+            optuna_dashboard.run_server(storage, host=host, port=port)
+        except KeyboardInterrupt:
+            pass
+
+    guard(g, go)

@@ -200,6 +200,7 @@ def entrypoint(
     tracking_uri: str | None,
     extra_args: list[str] | tuple[str, ...] = (),
     resume_if_exists: bool = True,
+    optuna_storage: str | None = None,
 ) -> str:
     """The job's shell command: ``python -m sweeper.cli --address auto ... run SPEC``.
 
@@ -216,6 +217,7 @@ def entrypoint(
         "python -m sweeper.cli --address auto",
         f"--results-dir {q(results_dir)}",
         f"--tracking-uri {tracking}",
+        *([f"--optuna-storage {q(optuna_storage)}"] if optuna_storage else []),  # else the head decides
         f"run {q(spec_arg)}",
     ]
     if resume_if_exists and "--overwrite" not in extra_args:  # --overwrite asks for a fresh start
@@ -238,6 +240,20 @@ def _check_results_dir(results_dir: str) -> str:
     return results_dir
 
 
+def _check_optuna_storage(url: str) -> str:
+    from sweeper.spec.study_url import url_problem
+
+    problem = url_problem(url)
+    if problem:
+        raise SweepError(f"--optuna-storage {problem}")
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        raise SweepError(
+            f"--optuna-storage {url}: the job runs in a temporary directory; give the head's absolute path, "
+            "e.g. sqlite:////mnt/snsweep/results/optuna.db"
+        )
+    return url
+
+
 def _submission_id(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]", "-", name)[:40]
     return f"snsweep-{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
@@ -252,12 +268,15 @@ def submit(
     tracking_uri: str | None,
     extra_args: list[str],
     resume_if_exists: bool = True,
+    optuna_storage: str | None = None,
 ) -> str:
     """Submit the sweep as a Ray Job; returns the job (submission) id."""
     from sweeper import spec as specmod
     from sweeper.spec import preflight
 
     results_dir = _check_results_dir(str(results_dir))
+    if optuna_storage:
+        optuna_storage = _check_optuna_storage(optuna_storage)
     label, text = specmod.resolve_source(spec_path_or_preset)
     loaded = specmod.parse(text, label)  # user errors (SpecError) before any network call
     # Data roots and weights are paths on the cluster: only the rules without files run here; the
@@ -269,7 +288,7 @@ def submit(
         spec_arg = stage(spec_path_or_preset, Path(tmp))
         command = entrypoint(
             spec_arg, results_dir=results_dir, tracking_uri=tracking_uri, extra_args=list(extra_args),
-            resume_if_exists=resume_if_exists,
+            resume_if_exists=resume_if_exists, optuna_storage=optuna_storage,
         )  # fmt: skip
         runtime_env = {
             "working_dir": tmp,

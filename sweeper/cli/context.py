@@ -17,6 +17,7 @@ class Globals:
     tracking_uri: str | None
     address: str | None
     debug: bool
+    optuna_storage: str | None = None
 
 
 NO_DATA_HELP = (
@@ -48,13 +49,23 @@ def main_options(
         str | None, typer.Option(help="Ray cluster address (default: start a local Ray on 127.0.0.1).")
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+    optuna_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the Optuna study lives: an RDB URL such as postgresql://USER@HOST/DB or sqlite:///PATH "
+            "(default: search.storage, else $SNSWEEP_OPTUNA_STORAGE, else optuna.db beside mlflow.db); "
+            "'none' keeps no study."
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Show versions and the git commit."),
     ] = False,
 ) -> None:
     """Global options work before or after the command (``sweeper run demo --results-dir x``)."""
-    ctx.obj = Globals(results_dir, tracking_uri, address or os.environ.get("SNSWEEP_RAY_ADDRESS"), debug)
+    ctx.obj = Globals(
+        results_dir, tracking_uri, address or os.environ.get("SNSWEEP_RAY_ADDRESS"), debug, optuna_storage
+    )
 
 
 def fail(lines: list[str] | str, code: int = 2) -> None:
@@ -126,7 +137,9 @@ def crash_log(g: Globals, exc: BaseException) -> Path | None:
 def storage_of(g: Globals):  # -> Storage
     from sweeper.run.storage import default_storage
 
-    storage = default_storage(g.results_dir, None if g.tracking_uri == "none" else g.tracking_uri)
+    storage = default_storage(
+        g.results_dir, None if g.tracking_uri == "none" else g.tracking_uri, optuna_storage=g.optuna_storage
+    )
     if g.tracking_uri == "none":
         storage.tracking_uri = None
     return storage

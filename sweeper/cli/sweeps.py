@@ -182,6 +182,8 @@ def _run(
     say(f"results: {outcome.sweep_path}/trials/*.parquet  (sweeper.results.load('{outcome.sweep_path}'))")
     if g.tracking_uri != "none":
         say("browse the trials: sweeper ui")
+    if outcome.study:
+        say(f"Optuna study: {outcome.study}")
     if outcome.counts.get("failed") and (outcome.sweep_path / "logs" / "tune.log").is_file():
         say(f"failed trials' tracebacks: {outcome.sweep_path / 'logs' / 'tune.log'}")
     if not outcome.complete:
@@ -226,7 +228,7 @@ def submit(
             fail("sweeper submit needs --address http://HEAD:8265 (the Ray dashboard of the cluster)")
         job = cluster.submit(
             spec, target, results_dir=str(results_dir or g.results_dir), tracking_uri=g.tracking_uri,
-            extra_args=list(ctx.args),
+            extra_args=list(ctx.args), optuna_storage=g.optuna_storage,
         )  # fmt: skip
         typer.echo(f"submitted job {job}")
         typer.echo("inputs: checked here without files; the job checks data roots and weights first, on the cluster")

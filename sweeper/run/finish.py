@@ -35,6 +35,8 @@ class SweepOutcome:
     recorded: int = 0
     missing: list[str] = field(default_factory=list)
     """What the ledger lacks, one line per trial (empty when the sweep is complete)."""
+    study: str | None = None
+    """How to open the sweep's Optuna study (None: it keeps none)."""
 
     @property
     def complete(self) -> bool:

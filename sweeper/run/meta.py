@@ -10,6 +10,7 @@ from typing import Any
 
 from sweeper import about, results
 from sweeper.run.storage import Storage
+from sweeper.run.study import StudyTarget
 from sweeper.spec import SweepSpec
 
 
@@ -19,8 +20,10 @@ def directions_for(metrics: list[str]) -> dict[str, str]:
     return {m: METRICS.get(m, "max") for m in metrics}
 
 
-def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
-    """sweep.json; ``mlflow_parent_run_id`` is filled in once the parent run exists (open_parent)."""
+def sweep_meta(spec: SweepSpec, storage: Storage, study: StudyTarget | None = None) -> dict[str, Any]:
+    """sweep.json; ``mlflow_parent_run_id`` is filled in once the parent run exists (open_parent).
+
+    ``optuna_storage``/``optuna_study`` say where the Optuna study is (None: the sweep keeps none)."""
     return {
         "name": spec.name,
         "spec": spec.model_dump(mode="json"),
@@ -39,6 +42,7 @@ def sweep_meta(spec: SweepSpec, storage: Storage) -> dict[str, Any]:
         "tracking_uri": storage.tracking_uri,
         "artifact_root": str(storage.artifact_root.resolve()),
         "mlflow_parent_run_id": None,
+        **(study.record() if study else {"optuna_storage": None, "optuna_study": None}),
         "schema_version": results.SCHEMA_VERSION,
     }
 
@@ -54,9 +58,11 @@ def write_meta(sweep_path: Path, meta: dict[str, Any]) -> None:
     results.atomic_write_text(json.dumps(meta, indent=2, default=str), Path(sweep_path) / "sweep.json")
 
 
-def begin_session(spec: SweepSpec, storage: Storage, sweep_path: Path, *, resume: bool) -> dict[str, Any]:
+def begin_session(
+    spec: SweepSpec, storage: Storage, sweep_path: Path, *, resume: bool, study: StudyTarget | None = None
+) -> dict[str, Any]:
     """sweep.json at the start of a session: a fresh sweep's, or the earlier one with this resume noted."""
-    meta = sweep_meta(spec, storage)
+    meta = sweep_meta(spec, storage, study)
     if resume:
         prev = results.read_sweep_meta(sweep_path)
         if prev:

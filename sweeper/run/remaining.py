@@ -71,18 +71,21 @@ class RemainderSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-def make_session_searcher(spec: SweepSpec, plan: Plan) -> Any:
-    """The session's searcher for ``plan`` (a PackSearcher around it when trials are packed)."""
+def make_session_searcher(spec: SweepSpec, plan: Plan, study: Any = None) -> Any:
+    """The session's searcher for ``plan`` (a PackSearcher around it when trials are packed).
+
+    ``study`` (sweeper.run.study): the sweep's Optuna study in its database, which the sampler
+    continues; without one an in-memory study is told the finished configurations first."""
     from sweeper.run.search import make_searcher
 
     inner = None
     if plan.new_configurations:
         try:
-            inner = make_searcher(spec, evaluated=plan.evaluated, seed_offset=plan.seed_offset)
+            inner = make_searcher(spec, study, evaluated=plan.evaluated, seed_offset=plan.seed_offset)
         except ValueError:
             # a finished configuration Optuna cannot take back (a sweep recorded by an older
             # version): sample the rest without that knowledge rather than not at all
-            inner = make_searcher(spec, seed_offset=plan.seed_offset)
+            inner = make_searcher(spec, study, seed_offset=plan.seed_offset)
     searcher = RemainderSearcher([s.config for s in plan.slots], inner, plan.total, spec.metric_mode)
     if spec.pack > 1:
         from sweeper.run.packing import PackSearcher

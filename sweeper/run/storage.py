@@ -15,9 +15,13 @@ class Storage:
     tracking_uri: str | None
     """None disables MLflow."""
     artifact_root: Path
+    optuna_storage: str | None = None
+    """``--optuna-storage`` as given (``none`` keeps no study); sweeper.run.study resolves the rest."""
 
 
-def default_storage(results_dir: Path | None = None, tracking_uri: str | None = None) -> Storage:
+def default_storage(
+    results_dir: Path | None = None, tracking_uri: str | None = None, optuna_storage: str | None = None
+) -> Storage:
     """The embedded defaults: ./results, MLflow in ./mlflow.db with artifacts in ./mlartifacts.
 
     ``$MLFLOW_TRACKING_URI`` is honoured when no URI is given; with a SQLite store the
@@ -28,7 +32,16 @@ def default_storage(results_dir: Path | None = None, tracking_uri: str | None = 
     artifacts = Path("mlartifacts")
     if uri.startswith("sqlite:///"):
         artifacts = Path(uri[len("sqlite:///") :]).parent / "mlartifacts"
-    return Storage(results_dir=Path(results_dir or "results"), tracking_uri=uri, artifact_root=artifacts)
+    if optuna_storage is not None:
+        from sweeper.spec.study_url import url_problem
+
+        problem = url_problem(optuna_storage)
+        if problem:
+            raise SweepError(f"--optuna-storage {problem}")
+    return Storage(
+        results_dir=Path(results_dir or "results"), tracking_uri=uri, artifact_root=artifacts,
+        optuna_storage=optuna_storage,
+    )  # fmt: skip
 
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")

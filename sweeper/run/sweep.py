@@ -29,12 +29,21 @@ from sweeper.errors import SweepError, UserError
 from sweeper.run import faults
 from sweeper.run import ledger as ledger_mod
 from sweeper.run.finish import SweepOutcome, best_configuration, finish_sweep
-from sweeper.run.meta import FINISHED, add_budget_used, begin_session, directions_for, end_session, session_label
+from sweeper.run.meta import (
+    FINISHED,
+    add_budget_used,
+    begin_session,
+    directions_for,
+    end_session,
+    session_label,
+    write_meta,
+)
 from sweeper.run.parent_run import in_background, open_tracking, preload_in_background, reopen_parent
 from sweeper.run.ray_runtime import check_resources, probe_address, start_ray, tune_log_to
 from sweeper.run.reporting import TrialContext
 from sweeper.run.session import LOCK_FILE, driver_lock, lock_holder, stop_stale
 from sweeper.run.storage import Storage
+from sweeper.run.study import Study, StudyPlan, plan_study
 from sweeper.spec import SweepSpec
 
 TUNE_DIR = "tune"
@@ -52,11 +61,22 @@ def existing_sweep(spec: SweepSpec, results_dir: Path) -> bool:
         if (path / "trials").exists():
             raise SweepError(f"{path} has results but no sweep.json; use --overwrite to start again")
         return False
-    old, now = before.get("spec"), spec.model_dump(mode="json")
+    old, now = _as_now(before.get("spec")), spec.model_dump(mode="json")
     if old is not None and old != now:
         diff = "; ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in now if old.get(k) != now.get(k))
         raise SweepError(f"sweep {spec.name!r} exists with a different spec ({diff}); rename it or --overwrite")
     return True
+
+
+def _as_now(spec_data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded spec with the fields added since at their defaults (``search.storage``), so a
+    sweep started by an older snsweep is not "a different spec"; unchanged if it no longer loads."""
+    if spec_data is None:
+        return None
+    try:
+        return SweepSpec.model_validate(spec_data).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - the comparison then names what differs
+        return spec_data
 
 
 # --- preparation (nothing is written) ---------------------------------------------------------
@@ -158,6 +178,7 @@ def run_sweep(
         problems = capacity_problems(spec.resources, local_capacity(num_cpus))
         if problems:
             raise SweepError(problems)
+    study_plan = plan_study(spec, storage, resume=resume)  # where the Optuna study lives; a bad URL fails here
     sweep_path = prepare_dir(spec, storage, resume=resume, overwrite=overwrite)
     fresh_dir = not sweep_path.exists()
     with driver_lock(sweep_path, spec.name):
@@ -166,7 +187,17 @@ def run_sweep(
         stop_stale(sweep_path, progress)
         try:
             return _session(
-                spec, storage, sweep_path, address, resume, overwrite, num_cpus, dashboard, progress, retry_failed
+                spec,
+                storage,
+                sweep_path,
+                address,
+                resume,
+                overwrite,
+                num_cpus,
+                dashboard,
+                progress,
+                retry_failed,
+                study_plan,
             )
         except UserError:
             # Refused before any trial ran (e.g. GPUs the cluster lacks): leave no half-made sweep.
@@ -181,15 +212,20 @@ def run_sweep(
 def _session(
     spec: SweepSpec, storage: Storage, sweep_path: Path, address: str | None, resume: bool, overwrite: bool,
     num_cpus: int | None, dashboard: bool, progress: Callable[[str], None], retry_failed: bool = False,
+    study_plan: StudyPlan | None = None,
 ) -> SweepOutcome:  # fmt: skip
     meta_prev = results.read_sweep_meta(sweep_path) if resume else {}
     ledger = ledger_mod.read(spec, sweep_path, retry_failed=retry_failed)
-    meta = begin_session(spec, storage, sweep_path, resume=resume)
+    study = study_plan.open(in_background, overwrite=overwrite, progress=progress) if study_plan else None
+    meta = begin_session(spec, storage, sweep_path, resume=resume, study=study_plan.target if study_plan else None)
     if resume and ledger.complete:
         # Every trial is recorded (the driver died during its report): finish without Ray.
         progress(f"sweep {spec.name}: all {ledger.spec_trials} trials are recorded; finishing it")
         tracker, parent = _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress)
-        return finish_sweep(spec, sweep_path, tracker, parent, ledger, progress)
+        _close_study(study, spec, sweep_path)
+        outcome = finish_sweep(spec, sweep_path, tracker, parent, ledger, progress)
+        outcome.study = study.hint() if study else None
+        return outcome
 
     clock = _Clock()
     preload = preload_in_background(storage)  # imports overlap Ray's start-up; nothing is written yet
@@ -198,6 +234,14 @@ def _session(
     check_resources(spec)
     clock.lap("ray_start")
     preload.join()
+    if study is not None:
+        study.storage()  # its errors (an unusable storage, a study from another sweep) before any trial
+        if study.target is None:  # the default storage could not be opened (one warning): none kept
+            write_meta(
+                sweep_path, {**results.read_sweep_meta(sweep_path), "optuna_storage": None, "optuna_study": None}
+            )
+        elif resume and study.fail_running():
+            progress("Optuna: the trials the dead driver left RUNNING are marked FAIL")
 
     tracker = parent = None
     tracking: Future | None = None
@@ -241,7 +285,7 @@ def _session(
             f"({len(ctx.restore)} from their last checkpoint), {plan.total - again} to start"
         )
     faults.point("banner")
-    tuner = _tuner(spec, plan, ctx, recorder, sweep_path, ledger.budget_left_s)
+    tuner = _tuner(spec, plan, ctx, recorder, sweep_path, ledger.budget_left_s, study)
     try:
         with tune_log_to(sweep_path / "logs" / "tune.log"):
             tuner.fit()
@@ -250,9 +294,11 @@ def _session(
             recorder.tracker.close("KILLED")
             recorder.tracker.drain(timeout_s=10)
         end_session(sweep_path, ledger_mod.read(spec, sweep_path))
+        _close_study(study, spec, sweep_path)
         progress(f"interrupted: `sweeper resume {spec.name}` continues from the last checkpoints")
         raise
     clock.lap("trials")
+    _close_study(study, spec, sweep_path)
     if recorder.stopper.reason is not None:  # a deterministic config error ended the sweep (run.abort)
         from sweeper.run.abort import finish_aborted
 
@@ -265,7 +311,17 @@ def _session(
     outcome = finish_sweep(spec, sweep_path, recorder.tracker, recorder.parent, ledger, progress, recorder.relink)
     clock.lap("finish")
     outcome.timings = clock.laps
+    outcome.study = study.hint() if study else None
     return outcome
+
+
+def _close_study(study: Study | None, spec: SweepSpec, sweep_path: Path) -> None:
+    """The session's end in the Optuna study: no RUNNING trial, every finished configuration once."""
+    if study is None or study.target is None:
+        return
+    study.fail_running()
+    if (sweep_path / "trials").is_dir():
+        study.record_finished(spec, results.load(sweep_path))
 
 
 def _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress) -> tuple:  # noqa: ANN001
@@ -285,7 +341,7 @@ def _reopen_tracking(spec, storage, meta_prev, meta, ledger, progress) -> tuple:
 
 def _tuner(
     spec: SweepSpec, plan: ledger_mod.Plan, ctx: TrialContext, recorder: Any, sweep_path: Path,
-    budget_left_s: float | None,
+    budget_left_s: float | None, study: Study | None = None,
 ) -> Any:  # fmt: skip
     from ray import tune
 
@@ -310,7 +366,7 @@ def _tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=make_session_searcher(spec, plan),
+            search_alg=make_session_searcher(spec, plan, study),
             scheduler=make_scheduler(spec),
             num_samples=tune_trials(spec, plan),
             max_concurrent_trials=concurrency,

@@ -55,6 +55,9 @@ class Search(Strict):
     trials: Annotated[int, Field(ge=1, le=1_000_000)] = 8
     """Configurations to sample (each runs once per seed); ignored by ``grid``."""
     time_budget_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    storage: str | None = None
+    """Where the Optuna study lives (an RDB URL, or ``none``). ``--optuna-storage`` overrides it;
+    unset: ``$SNSWEEP_OPTUNA_STORAGE``, else ``optuna.db`` beside the MLflow SQLite store."""
 
     @field_validator("sampler")
     @classmethod
@@ -62,6 +65,16 @@ class Search(Strict):
         if v not in SAMPLERS:
             raise ValueError(unknown("sampler", v, SAMPLERS))
         return v
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, v: str | None) -> str | None:
+        from sweeper.spec.study_url import url_problem
+
+        problem = None if v is None else url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return None if v is None else v.strip()
 
 
 class Scheduler(Strict):
