@@ -36,6 +36,12 @@ def test_packed_sweep_records_k_normal_trials(tmp_path):
     assert (packs["normalizer"].nunique() == 1).all() and packs.size().max() <= 3
     assert df["final_mode_coverage"].notna().all()
     assert df.groupby(["normalizer", "scale", "lr_d"])["seed"].apply(sorted).map(lambda s: s == [0, 1]).all()
+    # progress: one start and one finish line per pack, not one per training
+    starts = [ln for ln in proc.stdout.splitlines() if ln.startswith("  > pack [")]
+    ends = [ln for ln in proc.stdout.splitlines() if ln.startswith("  ok pack [")]
+    assert len(starts) == len(ends) == packs.ngroups and "  > trial " not in proc.stdout
+    assert sum(int(ln.split(": ", 1)[1].split(" of ")[0]) for ln in ends) == 6  # completed trainings
+    assert all("trainings (trials " in ln and "normalizer=" in ln and "seed=" in ln for ln in starts)
 
     from mlflow.tracking import MlflowClient
 

@@ -110,3 +110,16 @@ def test_pack_key_ignores_per_member_and_private_keys():
     assert pack_key({"normalizer": "sn", "scale": 2.0, "seed": 1, "__trial_index__": 3}) == (("normalizer", "'sn'"),)
     assert pack_key({"normalizer": "sn", "lr_d": 1e-4}) == pack_key({"normalizer": "sn", "lr_d": 3e-4})
     assert pack_key({"normalizer": "sn"}) != pack_key({"normalizer": "bsn"})
+
+
+def test_a_pack_prints_its_members_in_one_line():
+    from sweeper.run.progress import members_summary, pack_step_line
+
+    members = [{"normalizer": "sn", "scale": c, "__trial_index__": i} for c in (0.7, 1.0, 1.4) for i in (0, 1)]
+    assert members_summary(members, [3, 7]) == "normalizer=sn scale=0.7..1.4 seed=3..7"
+    mixed = [{"normalizer": n, "__trial_index__": 0} for n in ("sn", "bsn")]
+    assert members_summary(mixed, [0]) == "normalizer={sn,bsn} seed=0"
+    line = pack_step_line("p1", 375, 1000, "mode_coverage", {4: 0.1, 5: 0.42, 6: float("nan")}, "max")
+    assert line == "    pack [p1] step 375/1000: mode_coverage best 0.42 (trial 5), median 0.42, 3 running"
+    assert "best 0.1 (trial 4)" in pack_step_line("p", 1, 2, "fid", {4: 0.1, 5: 0.42}, "min")
+    assert "no fid yet" in pack_step_line("p", 1, 2, "fid", {4: float("nan")}, "min")

@@ -25,6 +25,7 @@ from sweeper import results
 from sweeper.run import faults, ledger, trial_errors
 from sweeper.run.abort import AbortStopper
 from sweeper.run.packing import PACK_KEY
+from sweeper.run.progress import members_summary, pack_step_line
 from sweeper.run.reporting import INDEX_KEY, OBJECTIVE, TRIAL_ID_KEY, TrialContext, trial_config
 from sweeper.run.rows import summary_row
 from sweeper.run.tracking import RunHandle, Tracker
@@ -73,6 +74,7 @@ class SweepRecorder(Callback):
         self._numbers: dict[str, int] = {}
         self._finished: set[str] = set()
         self._last_print: dict[str, float] = {}
+        self._final: dict[str, float | None] = {}
         self.best: tuple[float, str] | None = None
         self.counts = dict.fromkeys(results.STATUSES, 0)
         for status, n in (recorded or {}).items():  # a resumed sweep: trials earlier sessions recorded
@@ -160,16 +162,33 @@ class SweepRecorder(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         members = members_of(trial)
+        packed = PACK_KEY in trial.config
         # where the trial's checkpoints go, for a resume; a pack's checkpoint holds all its members
-        path = str(trial.path) if len(members) == 1 and PACK_KEY not in trial.config else None
+        path = None if packed else str(trial.path)
         for mid, _, config in members:
-            self._start(mid, config, path)
+            self._start(mid, config, path, quiet=packed)
+        if packed:
+            numbers = [self._number(mid) for mid, _, _ in members]
+            configs = [config for _, _, config in members]
+            self.say(
+                f"  > pack [{trial.trial_id}] started: {len(members)} trainings (trials {min(numbers)}-{max(numbers)}) "
+                f"as one model: {members_summary(configs, self.ctx.seeds)}"
+            )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        packed = PACK_KEY in trial.config
+        values: dict[int, float] = {}
         for mid, index, _ in members_of(trial):
             mine = member_result(result, index)
             if mine is not None:
-                self._result(mid, mine)
+                self._result(mid, mine, quiet=packed)
+                if mine.get("trial_status") == "running":
+                    values[self._number(mid)] = float(mine.get(self.ctx.metric, math.nan))
+        now = time.monotonic()
+        if packed and values and now - self._last_print.get(trial.trial_id, 0) >= self.progress_every_s:
+            self._last_print[trial.trial_id] = now
+            step, iterations = int(result.get("step", 0)), result.get("iterations", "?")
+            self.say(pack_step_line(trial.trial_id, step, iterations, self.ctx.metric, values, self.ctx.mode))
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         members = [(mid, i) for mid, i, _ in members_of(trial) if mid in self._runs]
@@ -187,11 +206,23 @@ class SweepRecorder(Callback):
         self._mlflow.finish(self.tracker)  # generators still being built go into the queue before it drains
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        packed = PACK_KEY in trial.config
+        finals: list[float] = []
         for mid, _, config in members_of(trial):
             status = self._last.get(mid, {}).get("trial_status", "")
             if status not in ("completed", "diverged"):
                 status = "stopped_early"  # a scheduler (ASHA) ended it before its budget
-            self._finish(mid, config, status, "")
+            # a pack prints one line for its completed members; anything else keeps its own line
+            self._finish(mid, config, status, "", quiet=packed and status == "completed")
+            if packed and status == "completed":
+                final = self._final.get(mid)
+                finals += [final] if final is not None and math.isfinite(final) else []
+        if packed:
+            span = f", {self.ctx.metric} {min(finals):.4g} .. {max(finals):.4g}" if finals else ""
+            self.say(
+                f"  ok pack [{trial.trial_id}]: {len(finals)} of {len(members_of(trial))} trainings completed{span} | "
+                f"{self._status_line()}"
+            )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._failed(trial, trial_errors.read(trial))
@@ -225,7 +256,7 @@ class SweepRecorder(Callback):
         return len(open_)
 
     # --- one member ---------------------------------------------------------------------------
-    def _start(self, tid: str, config: dict[str, Any], trial_path: str | None = None) -> None:
+    def _start(self, tid: str, config: dict[str, Any], trial_path: str | None = None, quiet: bool = False) -> None:
         if tid in self._recorded:
             self.say(f"  = trial {self._number(tid)} [{tid}] was already recorded before the restart")
             return
@@ -249,9 +280,10 @@ class SweepRecorder(Callback):
         else:
             self._runs[tid] = RunHandle(name=tid, tags={})
         again = f" (attempt {self._attempt[tid]})" if self._attempt[tid] > 1 else ""
-        self.say(f"  > trial {n} [{tid}] started{again}: {self._searched(config)}")
+        if not quiet:
+            self.say(f"  > trial {n} [{tid}] started{again}: {self._searched(config)}")
 
-    def _result(self, tid: str, result: dict[str, Any]) -> None:
+    def _result(self, tid: str, result: dict[str, Any], quiet: bool = False) -> None:
         if tid in self._recorded:
             return
         step = int(result.get("step", 0))
@@ -269,7 +301,8 @@ class SweepRecorder(Callback):
         if self.tracker is not None and tid in self._runs:
             self.tracker.log_metrics(self._runs[tid], metrics, step)
         now = time.monotonic()
-        if result.get("trial_status") == "running" and now - self._last_print.get(tid, 0) >= self.progress_every_s:
+        running = result.get("trial_status") == "running"
+        if not quiet and running and now - self._last_print.get(tid, 0) >= self.progress_every_s:
             self._last_print[tid] = now
             value = metrics.get(self.ctx.metric)
             shown = f"{self.ctx.metric}={value:.4g}" if value is not None else "no metric yet"
@@ -277,7 +310,13 @@ class SweepRecorder(Callback):
 
     # --- the durable record ----------------------------------------------------------------
     def _finish(
-        self, tid: str, config: dict[str, Any], status: str, error: str | trial_errors.TrialError, killed: bool = False
+        self,
+        tid: str,
+        config: dict[str, Any],
+        status: str,
+        error: str | trial_errors.TrialError,
+        killed: bool = False,
+        quiet: bool = False,
     ) -> None:
         if tid in self._finished or tid in self._recorded:
             return
@@ -304,6 +343,7 @@ class SweepRecorder(Callback):
         results.write_curves(self.sweep_path, tid, attempt, history)
         self.counts[status] += 1
         final = row.get(f"final_{self.ctx.metric}")
+        self._final[tid] = final
         if status == "completed" and final is not None and math.isfinite(final):
             maximize = self.directions.get(self.ctx.metric, "max") == "max"
             if self.best is None or (final > self.best[0] if maximize else final < self.best[0]):
@@ -318,7 +358,8 @@ class SweepRecorder(Callback):
         shown = f"{self.ctx.metric}={final:.4g}" if isinstance(final, float) and math.isfinite(final) else ""
         mark = {"completed": "ok", "diverged": "DIVERGED", "stopped_early": "stopped", "failed": "FAILED"}[status]
         detail = f" {error[:160]}" + (f" (traceback: {error_log})" if error_log else "") if status == "failed" else ""
-        self.say(f"  {mark} trial {self._number(tid)} [{tid}] {status} {shown}{detail} | {self._status_line()}")
+        if not quiet:
+            self.say(f"  {mark} trial {self._number(tid)} [{tid}] {status} {shown}{detail} | {self._status_line()}")
 
     def relink(self) -> int:
         """Rewrite rows written while MLflow was unreachable, now that their run ids exist."""
@@ -397,8 +438,6 @@ def _is_train_metric(key: str) -> bool:
         "iterations_since_restore", "done", "node_ip", "hostname", "date", "experiment_id", "trial_id",
         "checkpoint_dir_name", "should_checkpoint",
     }  # fmt: skip
-
-
 
 
 def _fmt(v: Any) -> str:
