@@ -202,17 +202,24 @@ def test_a_fresh_sweep_never_mixes_into_an_earlier_study(tmp_path):
     assert _load(tmp_path).trials == []
 
 
-def test_resume_needs_the_study_it_started_with(tmp_path):
+def test_a_resume_whose_study_never_got_made_makes_it_from_the_recorded_trials(tmp_path):
+    """The driver died before its study existed (killed during Ray start): resume makes it, and the
+    rows it already holds become its trials before anything is sampled."""
     os.chdir(tmp_path)
-    spec = _spec()
-    results_dir = tmp_path / "results"
-    storage = default_storage(results_dir, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec, path = new_sweep(tmp_path / "results", _spec().model_dump(mode="json"))
+    storage = default_storage(tmp_path / "results", f"sqlite:///{tmp_path / 'mlflow.db'}")
     target = studymod.resolve(spec, storage)
-    (results_dir / "st").mkdir(parents=True)
-    (results_dir / "st" / "sweep.json").write_text(__import__("json").dumps({"name": "st", **target.record()}))
-    optuna.create_study(study_name="other", storage=target.url)
-    with pytest.raises(SweepError, match="the Optuna study 'st' is gone from sqlite:///"):
-        studymod.plan_study(spec, storage, resume=True).open(now, overwrite=False).storage()
+    meta = json.loads((path / "sweep.json").read_text())
+    (path / "sweep.json").write_text(json.dumps({**meta, **target.record()}))
+    optuna.create_study(study_name="other", storage=target.url)  # the storage exists, the sweep's study not
+    for i, seed_value in enumerate((0.2, 0.4)):
+        record(path, spec, f"a{i}", {"normalizer": "sn", "scale": 0.9}, i, value=seed_value)
+    said: list[str] = []
+    study = studymod.plan_study(spec, storage, resume=True).open(now, overwrite=False, progress=said.append)
+    assert study.storage() is not None and "making it from the recorded trials" in said[0]
+    assert study.record_finished(spec, results.load(path)) == 1
+    (trial,) = _load(tmp_path).trials
+    assert trial.params == {"normalizer": "sn", "scale": 0.9} and trial.value == pytest.approx(0.3)
 
 
 def test_a_finished_sweep_leaves_no_running_trial(tmp_path):

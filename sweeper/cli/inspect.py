@@ -161,7 +161,7 @@ def sweep_status(root: Path, name: str) -> str | None:
     aborted = meta.get("aborted") if meta.get("state") == ABORTED else None
     if aborted:
         return (
-            f"{name}: aborted by trial {aborted['trial_id']}: {aborted['message']}; {done}; fix it, then "
+            f"{name}: ABORTED by trial {aborted['trial_id']}: {aborted['message']}; {done}; fix it, then "
             f"`sweeper run ... --overwrite`"
         )
     if book.complete and meta.get("state", FINISHED) == FINISHED:  # no state: written before states existed

@@ -271,14 +271,14 @@ def _prepare(
             progress(f"warning: {problem}; this sweep keeps no Optuna study (pass --optuna-storage)")
             return None
         raise SweepError(f"{problem}; fix it or pass --optuna-storage none") from None
-    if resume:
-        if target.name not in names:
-            raise SweepError(
-                f"the Optuna study {target.name!r} is gone from {target.shown}, so the sweep's search state is "
-                "lost; `sweeper run ... --overwrite` starts it again"
-            )
+    if resume and target.name in names:
         return storage
-    if target.name in names:
+    if resume:
+        # The driver died before the study existed (or it was deleted): the Parquet rows are the
+        # record, so the study is made again and the session fills in what they hold
+        # (Study.record_finished) before its sampler asks for anything.
+        progress(f"Optuna: no study {target.name!r} in {target.shown} yet; making it from the recorded trials")
+    elif target.name in names:
         old = optuna.load_study(study_name=target.name, storage=storage)
         used = [t for t in old.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
         if used and not overwrite:

@@ -240,8 +240,11 @@ def _session(
             write_meta(
                 sweep_path, {**results.read_sweep_meta(sweep_path), "optuna_storage": None, "optuna_study": None}
             )
-        elif resume and study.fail_running():
-            progress("Optuna: the trials the dead driver left RUNNING are marked FAIL")
+        elif resume:
+            if study.fail_running():
+                progress("Optuna: the trials the dead driver left RUNNING are marked FAIL")
+            if (sweep_path / "trials").is_dir():  # what the rows hold and the study lacks, before sampling
+                study.record_finished(spec, results.load(sweep_path))
 
     tracker = parent = None
     tracking: Future | None = None
