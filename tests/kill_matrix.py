@@ -271,6 +271,10 @@ class Outcome:
     seconds: float
     duplicates_between: int = 0
     """The most duplicates seen after any kill (before the final resume)."""
+    study_running: int = -1
+    """Optuna trials left RUNNING in the sweep's study (-1: no study found)."""
+    study_configurations_off: int = -1
+    """Configurations of the Parquet rows without exactly one COMPLETE Optuna trial."""
 
     def row(self) -> str:
         left = len(self.leftover_after_kill)
@@ -324,6 +328,27 @@ def measure(s: Scenario, mlflow: bool = True) -> tuple[int, int, int, int, int]:
     return recorded, completed, duplicates, running, off
 
 
+def measure_study(s: Scenario) -> tuple[int, int]:
+    """(Optuna trials left RUNNING, configurations without exactly one COMPLETE trial) of the sweep's study."""
+    import json
+
+    import optuna
+    import pandas as pd
+
+    db = s.work / "optuna.db"
+    if not db.exists():
+        return -1, -1
+    study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{db}")
+    running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    complete = [t.params for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    files = [p for p in (s.sweep / "trials").glob("*.parquet") if not p.name.startswith(".")]
+    rows = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+    keys = {json.dumps({k: r[k] for k in ("normalizer", "scale")}, sort_keys=True) for _, r in rows.iterrows()}
+    counts = [sum(json.dumps({k: c[k] for k in ("normalizer", "scale")}, sort_keys=True) == key for c in complete)
+              for key in keys]  # fmt: skip
+    return running, sum(n != 1 for n in counts) + max(0, len(complete) - len(keys))
+
+
 def run_point(point: str, kills: list[Kill]) -> tuple[Outcome, Scenario]:
     s = new_scenario()
     t0 = time.monotonic()
@@ -343,9 +368,10 @@ def run_point(point: str, kills: list[Kill]) -> tuple[Outcome, Scenario]:
         status_line = status.strip().splitlines()[-1] if status.strip() else ""
         left_end = ours(s)
         recorded, completed, dups, running, off = measure(s)
+        study_running, study_off = measure_study(s)
         return (
             Outcome(point, killed, rc, recorded, completed, dups, running, off, left_after, left_end,
-                    status_line, time.monotonic() - t0, between),  # fmt: skip
+                    status_line, time.monotonic() - t0, between, study_running, study_off),  # fmt: skip
             s,
         )
     finally:

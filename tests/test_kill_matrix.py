@@ -34,6 +34,7 @@ def test_a_sweep_killed_at_each_point_resumes_to_exactly_its_spec(chain: str):
     assert outcome.recorded == N_TRIALS and outcome.completed_rows == N_TRIALS, log
     assert outcome.duplicates == 0 and outcome.duplicates_between == 0, log
     assert outcome.running_runs == 0 and outcome.finished_runs_off == 0, log
+    assert outcome.study_running == 0 and outcome.study_configurations_off == 0, log  # one COMPLETE each
     assert outcome.leftover_after_kill == [], log
     assert outcome.leftover_at_end == [], log
     assert outcome.status_line.startswith(f"kill: finished, {N_TRIALS}/{N_TRIALS} trials finished"), log
