@@ -18,7 +18,7 @@ import torch
 from conftest import TINY_TRAIN
 
 from sweeper.run import mlflow_layout as layout
-from sweeper.run.generator_model import readable_grid, save_generator, snapshot
+from sweeper.run.generator_model import readable_grid, save_generator, snapshot, snapshots
 from sweeper.run.tracking import Tracker, sweep_experiments
 
 MLFLOW_UI = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
@@ -205,8 +205,8 @@ def test_a_generator_that_cannot_be_built_is_one_line_and_the_others_still_log(t
     trials = TrialRuns(tmp_path / "sweep", "mode_coverage", "final", "max", said.append)
     runs = [tracker.start_run(name, {}, {}) for name in ("bad", "good")]
     last = {"step": 2, "trial_status": "completed"}
-    trials.log_checkpoint(tracker, runs[0], "bad", None, broken, last)
-    trials.log_checkpoint(tracker, runs[1], "good", None, ckpt, last)
+    trials.log_checkpoint(tracker, [(runs[0], "bad", None, last)], broken)
+    trials.log_checkpoint(tracker, [(runs[1], "good", None, last)], ckpt)
     trials.finish(tracker)
     for run in runs:
         tracker.end_run(run)
@@ -264,6 +264,8 @@ def test_snapshot_takes_one_members_generator_from_a_packed_checkpoint(tmp_path:
     assert snap.state.keys() == expected.keys()
     assert all(torch.equal(snap.state[k], expected[k]) for k in expected)
     assert snapshot(tmp_path / "ckpt", 5) is None and snapshot(tmp_path / "nothing", None) is None
+    both = snapshots(tmp_path / "ckpt", [0, 1, 5])  # one read for every member the recorder asks for
+    assert sorted(both) == [0, 1] and [both[k].config["seed"] for k in (0, 1)] == [0, 1]
 
 
 def test_ui_refuses_an_unknown_sweep_in_one_line_before_starting_anything(tmp_path: Path):

@@ -195,10 +195,9 @@ class SweepRecorder(Callback):
         if self.tracker is None or not members:
             return
         try:
-            with checkpoint.as_directory() as d:
-                for mid, index in members:  # sample grids as an image series; a completed trial's generator
-                    last = self._last.get(mid, {})
-                    self._mlflow.log_checkpoint(self.tracker, self._runs[mid], mid, index, Path(d), last)
+            with checkpoint.as_directory() as d:  # sample grids as image series; completed members' generators
+                batch = [(self._runs[mid], mid, index, self._last.get(mid, {})) for mid, index in members]
+                self._mlflow.log_checkpoint(self.tracker, batch, Path(d))
         except Exception as e:  # noqa: BLE001 - a missing preview or model must never fail the sweep
             self.say(f"    (could not log samples of {trial.trial_id}: {type(e).__name__}: {e})")
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sweeper import results
 from sweeper.run import mlflow_layout as layout
-from sweeper.run.generator_model import ModelWorker, readable_grid, save_generator, snapshot
+from sweeper.run.generator_model import ModelWorker, readable_grid, save_generator, snapshots
 from sweeper.run.tracking import RunHandle, Tracker
 
 
@@ -64,35 +64,44 @@ class TrialRuns:
         return layout.trial_run_name(params, varied, attempt), tags
 
     def log_checkpoint(
-        self, tracker: Tracker, run: RunHandle, mid: str, index: int | None, d: Path, last: dict[str, Any]
+        self, tracker: Tracker, members: Sequence[tuple[RunHandle, str, int | None, dict[str, Any]]], d: Path
     ) -> None:
-        """The sample grid as a step of the ``samples`` series; the generator once the trial completed.
+        """Each member's sample grid as a step of its ``samples`` series; the generator of each member
+        that completed (``members``: (run, trial id, member index or None, last result) of one
+        checkpoint ``d``, read once for all of them).
 
         The grid is also copied to ``<sweep>/samples/<trial>/``: the checkpoint dir may be
         removed when a newer one replaces it."""
-        step = int(last.get("step", 0))
-        preview = d / ("samples.png" if index is None else f"samples_m{index}.png")
-        if preview.exists():
-            png = preview.read_bytes()
-            keep = self.sweep_path / "samples" / mid / f"step_{step:08d}.png"
-            keep.parent.mkdir(parents=True, exist_ok=True)
-            keep.write_bytes(png)
-            tracker.log_image(run, readable_grid(png), layout.SAMPLES_KEY, step)
-        if last.get("trial_status") == "completed" and (snap := snapshot(d, index)) is not None:
-            params = self._model_params.get(mid)
+        for run, mid, index, last in members:
+            step = int(last.get("step", 0))
+            preview = d / ("samples.png" if index is None else f"samples_m{index}.png")
+            if preview.exists():
+                png = preview.read_bytes()
+                keep = self.sweep_path / "samples" / mid / f"step_{step:08d}.png"
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                keep.write_bytes(png)
+                tracker.log_image(run, readable_grid(png), layout.SAMPLES_KEY, step)
+        done = [m for m in members if m[3].get("trial_status") == "completed"]
+        snaps = snapshots(d, [index for _, _, index, _ in done])
+        for run, mid, index, last in done:
+            if (snap := snaps.get(index)) is not None:
+                self._models.submit(self._model_job(tracker, run, mid, snap, int(last.get("step", 0))))
 
-            def build() -> None:  # on the model thread: torch.export takes a fraction of a second per model
-                path = Path(tempfile.mkdtemp(prefix="snsweep-generator-"))  # removed once the model is READY
-                try:
-                    save_generator(snap, path)
-                except Exception as e:  # noqa: BLE001 - the model, not the store: nothing to retry
-                    shutil.rmtree(path, ignore_errors=True)
-                    why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    self.say(f"    (could not log the generator of {mid}: {why})")
-                    return
-                tracker.log_model(run, layout.MODEL_NAME, path, step=step, params=params)
+    def _model_job(self, tracker: Tracker, run: RunHandle, mid: str, snap: Any, step: int) -> Callable[[], None]:
+        params = self._model_params.get(mid)
 
-            self._models.submit(build)
+        def build() -> None:  # on the model thread: torch.export takes a fraction of a second per model
+            path = Path(tempfile.mkdtemp(prefix="snsweep-generator-"))  # removed once the model is READY
+            try:
+                save_generator(snap, path)
+            except Exception as e:  # noqa: BLE001 - the model, not the store: nothing to retry
+                shutil.rmtree(path, ignore_errors=True)
+                why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.say(f"    (could not log the generator of {mid}: {why})")
+                return
+            tracker.log_model(run, layout.MODEL_NAME, path, step=step, params=params)
+
+        return build
 
     def finish(self, tracker: Tracker | None, timeout_s: float = 600) -> None:
         """Wait for the generators still being built (the end of a sweep, before the tracker drains)
