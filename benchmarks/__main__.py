@@ -59,10 +59,10 @@ def _section(title: str, module: str, call: str, kwargs: dict[str, Any], render)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller problems")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    p.add_argument("--only", type=int, nargs="+", metavar="N", help="rerun these sections, keep the others")
+    p.add_argument("--only", nargs="+", metavar="N", help="rerun these sections (by number: 4 4b 5), keep the rest")
     a = p.parse_args()
     q = a.quick
     specs = [
@@ -104,10 +104,14 @@ def main() -> None:
             "run", {"repeats": 4 if q else 12}, _render_mlflow,
         ),
     ]
+    numbers = [spec[0].split(".")[0] for spec in specs]
+    unknown = sorted(set(a.only or ()) - set(numbers))
+    if unknown:
+        p.error(f"--only: no section {', '.join(unknown)}; the sections are {' '.join(numbers)}")
     previous = _split(a.out.read_text()) if a.only and a.out.exists() else {}
     sections = [
-        _section(*spec) if not a.only or i + 1 in a.only or spec[0] not in previous else previous[spec[0]]
-        for i, spec in enumerate(specs)
+        _section(*spec) if not a.only or number in a.only or spec[0] not in previous else previous[spec[0]]
+        for number, spec in zip(numbers, specs, strict=True)
     ]
     header = (
         "# Benchmarks\n\n"
