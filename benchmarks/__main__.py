@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller problems")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     p.add_argument("--only", nargs="+", metavar="N", help="rerun these sections (by number: 4 4b 5), keep the rest")
+    p.add_argument("--search-reuse", type=Path, metavar="DIR", help="section 4 replays on an earlier run's sweeps")
     a = p.parse_args()
     q = a.quick
     specs = [
@@ -84,7 +85,7 @@ def main() -> None:
         ),
         (
             "4. Search efficiency: TPE + ASHA vs the full grid", "benchmarks.bench_search", "run",
-            {"replays": 5 if q else 30}, _render_search,
+            {"replays": 5 if q else 30, "reuse": a.search_reuse}, _render_search,
         ),
         ("4b. The demo: wall time and the distribution of its metric", "benchmarks.bench_demo", "run", {},
          _render_demo),

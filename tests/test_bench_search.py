@@ -13,7 +13,7 @@ GRID = {
     "lr_d": {"grid": [1.0e-4, 1.0e-3]},
     "n_dis": {"grid": [1, 2]},
 }
-ASHA = (2, 3)  # grace period (evaluations), reduction factor
+ASHA = (2, 3.0)  # grace period (evaluations), reduction factor: a float, as the sweep file gives it
 
 
 def planted_table(seed: int = 0) -> dict[tuple, list[tuple[int, float]]]:
