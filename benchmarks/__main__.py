@@ -197,6 +197,9 @@ def _render_search(r: dict[str, Any]) -> str:
             f"{x['share_stopped']:.0%} | {curve} |"
         )
     lines += ["", f"Targets: {r['targets']}."]
+    if r.get("sweeps_trained_at"):
+        lines += ["", f"The grid and the live sweep were trained {r['sweeps_trained_at']} (`--search-reuse`); "
+                  "the replays ran now."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -170,7 +170,7 @@ def render(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"`sweeper validate` on the example: {r['validate_issue_example_s']:.2f} s; `import torch` alone: "
-        f"{r['import_torch_s']:.2f} s (still imported via `trainers.normalizers` by the spec's catalogue checks); "
+        f"{r['import_torch_s']:.2f} s, which refusing no longer waits for (the checks and catalogues are torch-free); "
         f"nothing written, no Ray started: {r['nothing_written']}.",
         "",
         "| `preflight.problems` alone on | seconds |",

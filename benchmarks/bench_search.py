@@ -186,6 +186,8 @@ def run(replays: int = 30, reuse: Path | None = None) -> dict[str, Any]:
         )  # fmt: skip
     if len(grid) != n_grid:
         raise RuntimeError(f"the grid sweep in {work} recorded {len(grid)} of {n_grid} configurations")
+    import pandas as pd
+
     finals = grid[f"final_{METRIC}"].astype(float)
     best_grid = float(finals.max())
     compute_grid = int(grid["steps_done"].sum())
@@ -209,12 +211,17 @@ def run(replays: int = 30, reuse: Path | None = None) -> dict[str, Any]:
             },
         }
     best_tpe = float(tpe[f"final_{METRIC}"].max())
+    trained = None
+    if reuse is not None:  # when the reused sweeps were trained: their first and last recorded rows
+        ends = pd.concat([grid, tpe])
+        trained = f"{ends['started_at'].min():%Y-%m-%d %H:%M} to {ends['finished_at'].max():%H:%M} UTC"
     return {
+        "sweeps_trained_at": trained,
         "grid_trials": n_grid,
         "grid_best": best_grid,
         "grid_configs_within_2pct_of_best": int((finals >= best_grid * (1 - TARGET_GAP)).sum()),
         "grid_share_scoring_zero": float((finals <= 0).mean()),
-        "grid_quantiles": {q: float(finals.quantile(q)) for q in (0.25, 0.5, 0.75)},
+        "grid_quantiles": {str(q): float(finals.quantile(q)) for q in (0.25, 0.5, 0.75)},  # str: JSON keys
         "live_tpe_asha": {
             "trials": len(tpe),
             "stopped_early": int((tpe["status"] == "stopped_early").sum()),
