@@ -121,8 +121,10 @@ def replay(
         else optuna.samplers.RandomSampler(seed=seed)
     )
     grace, factor = asha
+    if factor != int(factor):
+        raise ValueError(f"Optuna's SuccessiveHalvingPruner takes a whole reduction factor, not {factor}")
     pruner = (
-        optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=int(factor))  # Optuna: an int
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=int(factor))
         if prune
         else optuna.pruners.NopPruner()
     )
@@ -186,8 +188,6 @@ def run(replays: int = 30, reuse: Path | None = None) -> dict[str, Any]:
         )  # fmt: skip
     if len(grid) != n_grid:
         raise RuntimeError(f"the grid sweep in {work} recorded {len(grid)} of {n_grid} configurations")
-    import pandas as pd
-
     finals = grid[f"final_{METRIC}"].astype(float)
     best_grid = float(finals.max())
     compute_grid = int(grid["steps_done"].sum())
@@ -213,6 +213,8 @@ def run(replays: int = 30, reuse: Path | None = None) -> dict[str, Any]:
     best_tpe = float(tpe[f"final_{METRIC}"].max())
     trained = None
     if reuse is not None:  # when the reused sweeps were trained: their first and last recorded rows
+        import pandas as pd
+
         ends = pd.concat([grid, tpe])
         trained = f"{ends['started_at'].min():%Y-%m-%d %H:%M} to {ends['finished_at'].max():%H:%M} UTC"
     return {

@@ -330,7 +330,7 @@ def measure(s: Scenario, mlflow: bool = True) -> tuple[int, int, int, int, int]:
 
 def measure_study(s: Scenario) -> tuple[int, int]:
     """(Optuna trials left RUNNING, configurations without exactly one COMPLETE trial) of the sweep's study."""
-    import json
+    from collections import Counter
 
     import optuna
     import pandas as pd
@@ -340,13 +340,13 @@ def measure_study(s: Scenario) -> tuple[int, int]:
         return -1, -1
     study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{db}")
     running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-    complete = [t.params for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = Counter((t.params["normalizer"], float(t.params["scale"])) for t in done)
     files = [p for p in (s.sweep / "trials").glob("*.parquet") if not p.name.startswith(".")]
-    rows = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
-    keys = {json.dumps({k: r[k] for k in ("normalizer", "scale")}, sort_keys=True) for _, r in rows.iterrows()}
-    counts = [sum(json.dumps({k: c[k] for k in ("normalizer", "scale")}, sort_keys=True) == key for c in complete)
-              for key in keys]  # fmt: skip
-    return running, sum(n != 1 for n in counts) + max(0, len(complete) - len(keys))
+    rows = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=["normalizer", "scale"])
+    configurations = set(zip(rows["normalizer"], rows["scale"].astype(float), strict=True))
+    off = sum(complete[c] != 1 for c in configurations) + sum(n for c, n in complete.items() if c not in configurations)
+    return running, off
 
 
 def run_point(point: str, kills: list[Kill]) -> tuple[Outcome, Scenario]:

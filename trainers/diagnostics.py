@@ -270,6 +270,15 @@ def _operator_norms(
     return norms
 
 
+def _log_operator_norms(
+    D: nn.Module, sizes: dict[str, tuple[int, int]], iters: int
+) -> tuple[list[tuple[str, nn.Module, Tensor]], list[float]]:
+    """Each layer's (key, module, effective weight) and the log of its operator norm; called inside
+    the caller's eval-mode / cached-parametrization context (the report keeps the weights' graph)."""
+    layers = [(k, m, normalizers.effective_weight(m)) for k, m in _layers(D)]
+    return layers, [math.log(max(n, 1e-300)) for n in _operator_norms(layers, sizes, iters)]
+
+
 def prop1_report(
     D: nn.Module,
     x: Tensor,
@@ -314,9 +323,7 @@ def prop1_report(
         return out.clone()  # later in-place ops (inplace LeakyReLU) must not rebase `out`
 
     with _eval_mode(D), parametrize.cached(), torch.enable_grad():
-        layers = [(k, m, normalizers.effective_weight(m)) for k, m in _layers(D)]
-        norms = _operator_norms(layers, sizes, iters)
-        log_norms = [math.log(max(n, 1e-300)) for n in norms]
+        layers, log_norms = _log_operator_norms(D, sizes, iters)
         factors = [
             math.sqrt(m.kernel_size[0] * m.kernel_size[1]) if _is_conv(m) else 1.0  # type: ignore[attr-defined]
             for _, m, _ in layers
@@ -366,8 +373,7 @@ def prop1_bound(D: nn.Module, x: Tensor, max_samples: int = 8, iters: int = 50) 
     xs = x[: max(1, max_samples)].detach()
     sizes = {**_known_sizes(D), **input_sizes(D, xs)}
     with _eval_mode(D), parametrize.cached(), torch.no_grad():
-        layers = [(k, m, normalizers.effective_weight(m)) for k, m in _layers(D)]
-        log_norms = [math.log(max(n, 1e-300)) for n in _operator_norms(layers, sizes, iters)]
+        _, log_norms = _log_operator_norms(D, sizes, iters)
     xnorm = max(float(xs[i].double().norm()) for i in range(xs.shape[0]))
     return max(xnorm * math.exp(sum(log_norms) - ln) for ln in log_norms)
 

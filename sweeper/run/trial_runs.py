@@ -81,7 +81,7 @@ class TrialRuns:
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 keep.write_bytes(png)
                 tracker.log_image(run, readable_grid(png), layout.SAMPLES_KEY, step)
-        done = [m for m in members if m[3].get("trial_status") == "completed"]
+        done = [(run, mid, index, last) for run, mid, index, last in members if last.get("trial_status") == "completed"]
         snaps = snapshots(d, [index for _, _, index, _ in done])
         for run, mid, index, last in done:
             if (snap := snaps.get(index)) is not None:
