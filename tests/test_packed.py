@@ -137,9 +137,10 @@ def history_difference(a: list[dict], b: list[dict]) -> float:
     return max(abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(a, b, strict=True) for k in x)
 
 
-def assert_pack_equals_solo(cfgs: list[TrainConfig], tolerance: float) -> dict[str, float]:
+def assert_pack_equals_solo(cfgs: list[TrainConfig], tolerance: float, replay: bool | None = None) -> dict:
     """Run the pack and K solo runs; every state, stream, report and result agrees to ``tolerance``."""
     pack = PackedTrainer(cfgs)
+    pack.replay = replay
     seen: list[tuple[int, list]] = []
     results = pack.run(lambda step, progress: seen.append((step, progress)))
     worst: dict[str, float] = {}
@@ -250,6 +251,7 @@ def test_power_iteration_cache_under_functorch():
 
     cfgs = configs(MLP, steps=3, members=MEMBERS[:2])
     pack, ref = PackedTrainer(cfgs), Trainer(cfgs[0])
+    pack.replay = False  # the vmapped calls (what a recorded graph replays runs no Python to count)
     pack.train_step()
     ref.train_step()
     _PowerState._store = counting  # type: ignore[method-assign]
@@ -306,6 +308,27 @@ def test_every_normalizer_packs_on_every_model_and_equals_solo_in_float64(normal
 
 
 @pytest.mark.parametrize(
+    ("normalizer", "model"),  # bsn on every model; SNConv's and gamma's parametrizations on the CNN
+    [*(("bsn", m) for m in sorted(MODELS)), ("snconv", "sngan_cnn"), ("sn_gamma_same", "sngan_cnn")],
+)
+def test_recorded_graphs_replay_the_vmapped_calls(normalizer, model):
+    """The default replay of recorded graphs (trainers.packed_graph) against the same pack run through
+    vmap on every call: the same numbers in float64 (fused biases round differently, nothing else),
+    recorded once per distinct call, and recording leaves no trace in the state (the first step equal)."""
+    with default_dtype(torch.float64):
+        cfgs = configs(ARCHS[model], steps=3, members=MEMBERS[:2], normalizer=normalizer, n_dis=2)
+        replayed, vmapped = PackedTrainer(cfgs), PackedTrainer(cfgs)
+        replayed.replay, vmapped.replay = True, False  # short runs default to vmap (REPLAY_MIN_ITERATIONS)
+        for _ in range(3):
+            losses = replayed.train_step(), vmapped.train_step()
+            torch.testing.assert_close(*(torch.tensor(x) for x in losses), rtol=1e-10, atol=0)
+        for a, b in zip(replayed._rows(), vmapped._rows(), strict=True):  # relative to each tensor's largest
+            assert (a - b).abs().max() <= 1e-9 * b.abs().max(), (a - b).abs().max()
+        assert len(replayed.G.graphs) == 2 and len(replayed.D.graphs) == 3  # G(z) twice, D loss, update, G step
+        assert not vmapped.G.graphs and not vmapped.D.graphs
+
+
+@pytest.mark.parametrize(
     ("arch", "extra"),
     [
         (CNN, {"normalizer": "sn"}), (CNN, {"normalizer": "bsn"}), (CNN, {"normalizer": "none"}),
@@ -317,9 +340,10 @@ def test_every_normalizer_packs_on_every_model_and_equals_solo_in_float64(normal
 )
 def test_pack_equals_solo_runs_in_float64(arch, extra):
     """50 steps, 4 members with different scales, lrs, betas and seeds: same RNG streams, step order,
-    normalizer semantics, Adam and reports (diagnostics included) as 4 solo runs."""
+    normalizer semantics, Adam and reports (diagnostics included) as 4 solo runs; with recorded
+    graphs (the default of long runs), whose replay the test below compares with vmap directly."""
     with default_dtype(torch.float64):
-        assert_pack_equals_solo(configs(arch, **extra), 1e-6)
+        assert_pack_equals_solo(configs(arch, **extra), 1e-6, replay=True)
 
 
 @pytest.mark.parametrize(("arch", "normalizer"), [(CNN, "sn"), (CNN, "bsn"), (CNN, "none"), (MLP, "sn"), (MLP, "bsn")])
@@ -404,14 +428,18 @@ def test_a_planted_nan_stops_only_its_member():
     assert [r.status for r in results[:2]] == ["completed", "completed"]
 
 
-def test_resume_from_a_pack_checkpoint_is_bit_exact(tmp_path: Path):
+@pytest.mark.parametrize("replay", [False, True], ids=["vmap", "replay"])
+def test_resume_from_a_pack_checkpoint_is_bit_exact(tmp_path: Path, replay: bool):
     cfgs = configs(CNN, steps=8, members=MEMBERS[:3], eval_every=4, normalizer="bsn")
     straight = PackedTrainer(cfgs)
+    straight.replay = replay
     straight_results = straight.run()
     first = PackedTrainer(configs(CNN, steps=4, members=MEMBERS[:3], eval_every=4, normalizer="bsn"))
+    first.replay = replay
     first.run()
     first.save(tmp_path)
     resumed = PackedTrainer(cfgs)  # only `iterations` changed: allowed, as for Trainer
+    resumed.replay = replay  # recorded afresh after loading: the primed caches make it the same graph
     resumed.load(tmp_path)
     results = resumed.run()
     for k in range(3):

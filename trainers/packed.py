@@ -36,6 +36,7 @@ from trainers.config import ConfigError, TrainConfig
 from trainers.diagnostics import gradient_norms
 from trainers.loop import CHECKPOINT_FILE, Progress, Trainer, TrainResult
 from trainers.losses import LOSSES, penalty_alpha
+from trainers.packed_graph import record
 from trainers.packed_layout import pack_layout
 
 __all__ = ["PER_MEMBER_KEYS", "PackedTrainer", "can_pack"]
@@ -46,6 +47,8 @@ PER_MEMBER_KEYS = frozenset(
 """Config keys that may differ between the members of one pack; every other key must be equal."""
 PACKED_CHECKPOINT_FILE = "packed_checkpoint.pt"
 PACK_FORMAT = "snsweep-packed/1"
+REPLAY_MIN_ITERATIONS = 200
+"""Recording a pack's graphs costs 1-3 s, about what replay saves over vmap in 200 steps (docs/PACKED.md)."""
 
 
 def can_pack(cfgs: Sequence[TrainConfig]) -> tuple[bool, str]:
@@ -138,6 +141,7 @@ class _Stack:
         self.frozen = {n: t.detach() for n, t in self.params.items()}  # same storage, no autograd
         self.buffers = {f"m.{n}": b for n, b in buffers.items()}
         self._grad: Tensor | None = None
+        self.graphs: dict[tuple, Callable] = {}  # recorded calls (replay)
 
     @staticmethod
     def _stored(t: Tensor) -> Tensor:  # (K, c0, c1, kh, kw) in storage order (K, c0, kh, kw, c1)
@@ -153,12 +157,21 @@ class _Stack:
             out.append(part.view(self.K, *shape))
         return out
 
-    def __call__(self, fn: Callable, *args: Tensor | None, dims: Sequence[int | None] = (), frozen: bool = False):
+    def __call__(self, fn: Callable, *args: Tensor | None, dims: Sequence[int | None] = (), frozen: bool = False,
+                 replay: bool = False) -> Any:
+        """``fn(module, *args)`` for every member under vmap; with ``replay``, the recorded graph of
+        this call (recorded now if new: :func:`trainers.packed_graph.record`)."""
         def one(params: dict, buffers: dict, *args: Any) -> Any:
             return functional_call(self.call, (params, buffers), (fn, *args), tie_weights=False)
 
         in_dims = (0, 0, *(tuple(dims) or (0,) * len(args)))
-        return vmap(one, in_dims=in_dims)(self.frozen if frozen else self.params, self.buffers, *args)
+        inputs = (self.frozen if frozen else self.params, self.buffers, *args)
+        if not replay:
+            return vmap(one, in_dims=in_dims)(*inputs)
+        key = (fn, frozen, tuple(dims), self.call.training, tuple(a is None for a in args))
+        if key not in self.graphs:
+            self.graphs[key] = record(vmap(one, in_dims=in_dims), inputs, list(self.buffers.values()))
+        return self.graphs[key](*inputs)
 
     def grad(self, loss: Tensor) -> Tensor:
         """d loss / d flat as a (K, P) tensor (written into one reused buffer)."""
@@ -202,6 +215,14 @@ def _d_loss(loss: Any, gp_weight: float, D: nn.Module, real: Tensor, fake: Tenso
         return loss.d_loss(D, real, fake, gp_weight, alpha)
 
 
+def _prime(D: nn.Module) -> tuple:
+    """Every normalizer's train-mode forward once, which caches its power iteration for the current
+    (W, u), as ``update`` leaves it: recorded graphs read that cache (they were recorded hitting it)."""
+    for _, layer in normalizers.layers(D):
+        layer.weight  # noqa: B018 (the parametrization runs on access)
+    return ()
+
+
 def _update(D: nn.Module) -> tuple:
     normalizers.update(D)  # exactly one persisted power iteration per D update
     return ()
@@ -218,6 +239,11 @@ class PackedTrainer:
     ``members[k]`` is member k's ``Trainer``: its bookkeeping (step, history, best, status) is
     live, its modules and optimizers hold the packed state after :meth:`member_state_dict`.
     """
+
+    replay: bool | None = None
+    """Run the step's calls as graphs recorded on their first call (trainers.packed_graph), or through
+    vmap on every call (False). None: replay when the run is long enough to repay the recording,
+    ``iterations >= REPLAY_MIN_ITERATIONS`` (a config-only rule, so a resumed run decides alike)."""
 
     def __init__(self, cfgs: Sequence[TrainConfig]):
         cfgs = list(cfgs)
@@ -240,12 +266,19 @@ class PackedTrainer:
         betas = [c.beta1 for c in cfgs], [c.beta2 for c in cfgs]
         self.opt_g = _Adam(self.G.flat, [c.lr_g for c in cfgs], *betas)
         self.opt_d = _Adam(self.D.flat, [c.lr_d for c in cfgs], *betas)
+        self.D(_prime)
         self.step = 0
+        self._d_fn = functools.partial(_d_loss, self.loss, self.cfg.gp_weight)
+        self._g_fn = functools.partial(_update_and_g_loss, self.loss)
         self._snapshots: dict[int, list[Tensor]] = {}  # frozen (diverged) members' rows
 
     @property
     def history(self) -> list[list[dict[str, float]]]:
         return [t.history for t in self.members]
+
+    @property
+    def _replay(self) -> bool:
+        return self.cfg.iterations >= REPLAY_MIN_ITERATIONS if self.replay is None else self.replay
 
     def _running(self) -> list[int]:
         return [k for k, t in enumerate(self.members) if t.status != "diverged"]
@@ -273,23 +306,23 @@ class PackedTrainer:
             real = self._draws(lambda k: ms[k].source.sample(b, ms[k].data_rng))
             z = self._draws(lambda k: torch.randn(b, cfg.latent_dim, generator=self.gens[k], device=self.device))
             if i == cfg.n_dis - 1:  # this G(z) is also the G step's (same z, same weights): keep its graph
-                fake_g = self.G(_generate_twice, z)
+                fake_g = self.G(_generate_twice, z, replay=self._replay)
                 fake = fake_g.detach()
             else:
                 with torch.no_grad():
-                    fake = self.G(_generate, z)
+                    fake = self.G(_generate, z, replay=self._replay)
             alpha = None  # the penalty's weights, drawn after z as the solo loss draws them
             if cfg.resolved_loss == "wgan_gp":
                 alpha = self._draws(lambda k, x=real: penalty_alpha(x[k], generator=self.gens[k]))
-            fn = functools.partial(_d_loss, self.loss, cfg.gp_weight)
-            loss_d = self.D(fn, real, fake, alpha, dims=(0, 0, None if alpha is None else 0))
+            dims = (0, 0, None if alpha is None else 0)
+            loss_d = self.D(self._d_fn, real, fake, alpha, dims=dims, replay=self._replay)
             self._grad_d = self.D.grad(loss_d.sum())
             self.opt_d.step(self._grad_d)
             if i < cfg.n_dis - 1:
-                self.D(_update)
+                self.D(_update, replay=self._replay)
         # the last D update's power iteration, then the G step with D's weights constant (the solo
         # loop discards D's gradients from it)
-        loss_g = self.D(functools.partial(_update_and_g_loss, self.loss), fake_g, frozen=True)
+        loss_g = self.D(self._g_fn, fake_g, frozen=True, replay=self._replay)
         self.opt_g.step(self.G.grad(loss_g.sum()))
         if self._snapshots:  # frozen members neither change nor influence anyone: restore their rows
             with torch.no_grad():
@@ -397,6 +430,7 @@ class PackedTrainer:
         t.status = "diverged" if state.get("status") == "diverged" else "completed"
         t.error = state.get("error", "")
         self._sync(k, into_member=False)
+        self.D(_prime)
 
     def state_dict(self) -> dict:
         """The whole pack: every member's ``Trainer``-format checkpoint plus the pack's step."""
