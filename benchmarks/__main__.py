@@ -254,15 +254,16 @@ def _render_packed(r: dict[str, Any]) -> str:
            "repository), timed in the same run on the same configurations." if base else ""),
         "",
         "| workload | sequential trial-it/s | packed trial-it/s | **speedup (CPU time)** | speedup (wall) |"
+        " vmap on every call: speedup (CPU) |"
         + (" baseline trial-it/s | baseline speedup (CPU) | packed / baseline (CPU) |" if base else ""),
-        "|---|---|---|---|---|" + ("---|---|---|" if base else ""),
+        "|---|---|---|---|---|---|" + ("---|---|---|" if base else ""),
     ]
     for name, x in r["workloads"].items():
         w = WORKLOADS.get(name, {})
         desc = ", ".join(f"{k} {v}" for k, v in w.items() if k in ("model", "resolution", "width", "batch_size"))
         lines.append(
             f"| {name} ({desc}) | {x['sequential_cpu_trial_it_per_s']:.1f} | {x['packed_cpu_trial_it_per_s']:.1f} | "
-            f"**{x['speedup_cpu']:.2f}x** | {x['speedup_wall']:.2f}x |"
+            f"**{x['speedup_cpu']:.2f}x** | {x['speedup_wall']:.2f}x | {x['vmap_speedup_cpu']:.2f}x |"
             + (f" {x['baseline_cpu_trial_it_per_s']:.1f} | {x['baseline_speedup_cpu']:.2f}x | "
                f"{x['speedup_cpu'] / x['baseline_speedup_cpu']:.2f} |" if base else "")
         )  # fmt: skip

@@ -8,11 +8,12 @@
 One timed unit = ``steps`` training iterations (n_dis D updates + one G update, no
 evaluation) after ``warmup`` iterations, for every member: the sequential side runs
 ``Trainer.train_step`` K times over, trial after trial; the packed side runs
-``PackedTrainer.train_step`` once per iteration for all K. Both sides use the same
-K configurations (one normalizer, as a pack requires; different scales/lrs/betas/seeds)
+``PackedTrainer.train_step`` once per iteration for all K, replaying the graphs its warm-up
+recorded (trainers.packed_graph); the *vmap* side is the same pack with ``replay = False``.
+All sides use the same K configurations (one normalizer, as a pack requires; different scales/lrs/betas/seeds)
 and the same torch thread count (``--threads``, default 1: one trial per core is how
 a sweep runs on a CPU; 0 keeps torch's default for both). ``--baseline FILE`` (or the
-``SNSWEEP_PACKED_BASELINE`` environment variable) adds a third side: the ``PackedTrainer`` of
+``SNSWEEP_PACKED_BASELINE`` environment variable) adds a side: the ``PackedTrainer`` of
 another implementation, e.g. a copy of the one this replaced, timed in the same run on the
 same configurations. Repeats interleave the sides (rotating which goes first) so drifting
 machine load hits all alike; the table reports medians of wall time and of process CPU
@@ -103,8 +104,12 @@ def load_baseline(path: str) -> type:
     return module.PackedTrainer
 
 
-def _packed(cfgs: list[TrainConfig], steps: int, warmup: int, cls: type = PackedTrainer) -> tuple[float, float]:
+def _packed(
+    cfgs: list[TrainConfig], steps: int, warmup: int, cls: type = PackedTrainer, replay: bool | None = None
+) -> tuple[float, float]:
     p = cls(cfgs)
+    if replay is not None:
+        p.replay = replay  # the warm-up records the graphs
     for _ in range(warmup):
         p.train_step()
     w0, c0 = _clock()
@@ -135,7 +140,8 @@ def run(
         out: dict[str, Any] = {"members": members, "steps": steps, "repeats": repeats, "threads": threads,
                                "n_dis": n_dis, "target": TARGET, "normalizer": normalizer, "baseline": baseline,
                                "workloads": {}}  # fmt: skip
-        sides: dict[str, Any] = {"sequential": _sequential, "packed": _packed}
+        sides: dict[str, Any] = {"sequential": _sequential, "packed": _packed,
+                                 "vmap": functools.partial(_packed, replay=False)}  # fmt: skip
         if baseline:
             sides["baseline"] = functools.partial(_packed, cls=load_baseline(baseline))
         for name in workloads:
@@ -156,7 +162,7 @@ def run(
                         p = statistics.median(x[i] for x in times[side])
                         row[f"{side}_{clock}_s"] = p
                         row[f"{side}_{clock}_trial_it_per_s"] = work / p
-                        row[f"{'speedup' if side == 'packed' else 'baseline_speedup'}_{clock}"] = s / p
+                        row[f"{'speedup' if side == 'packed' else side + '_speedup'}_{clock}"] = s / p
             out["workloads"][name] = row
         return out
     finally:
@@ -309,12 +315,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     base = res["baseline"] is not None
     print(f"{'workload':<8} {'clock':<5} {'sequential it/s':>16} {'packed it/s':>12} {'speedup':>8}"
+          + f" {'vmap it/s':>10} {'speedup':>8}"
           + (f" {'baseline it/s':>14} {'speedup':>8}" if base else "") + f"  target >= {TARGET}x")  # fmt: skip
     for name, row in res["workloads"].items():
         for clock in ("cpu", "wall"):
             print(
                 f"{name:<8} {clock:<5} {row[f'sequential_{clock}_trial_it_per_s']:>16.1f} "
                 f"{row[f'packed_{clock}_trial_it_per_s']:>12.1f} {row[f'speedup_{clock}']:>7.2f}x"
+                f" {row[f'vmap_{clock}_trial_it_per_s']:>10.1f} {row[f'vmap_speedup_{clock}']:>7.2f}x"
                 + (f" {row[f'baseline_{clock}_trial_it_per_s']:>14.1f} {row[f'baseline_speedup_{clock}']:>7.2f}x"
                    if base else "")
             )  # fmt: skip
