@@ -12,7 +12,8 @@ hyperparameters are tensors: the normalizer's scale is a buffer, Adam's lr/betas
 columns of the small vectorized Adam below (torch.optim.Adam takes 1-element tensors only).
 z, real batches and penalty weights come from each member's own streams in the solo order.
 A diverged member is frozen: it draws nothing more and its rows are restored after every
-step. Members must share the normalizer (one module structure under vmap). Design,
+step. Members must share the normalizer (one module structure under vmap). Long runs replay each
+vmapped call as the aten graph recorded on its first call (trainers.packed_graph). Design,
 equivalence tolerances and measurements: docs/PACKED.md.
 """
 
