@@ -112,7 +112,9 @@ def _tidy(gm: GraphModule) -> GraphModule:
     for n in list(g.nodes):
         if n.op != "call_function":
             continue
-        if n.target is _aten.alias.default:  # what make_fx (below autograd) records for detach()
+        # make_fx (below autograd) records detach() as alias, the packed step's only source of alias;
+        # one from elsewhere would cut a gradient, which the float64 replay tests would show
+        if n.target is _aten.alias.default:
             n.target = _aten.detach.default
         elif n.target in _VIEWS and not any(_writes(u) for u in n.users) and (up := _no_op_view(n)) is not None:
             _drop(n, up)
