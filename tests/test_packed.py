@@ -312,7 +312,7 @@ def test_every_normalizer_packs_on_every_model_and_equals_solo_in_float64(normal
     [*(("bsn", m) for m in sorted(MODELS)), ("snconv", "sngan_cnn"), ("sn_gamma_same", "sngan_cnn")],
 )
 def test_recorded_graphs_replay_the_vmapped_calls(normalizer, model):
-    """The default replay of recorded graphs (trainers.packed_graph) against the same pack run through
+    """Replay of recorded graphs (trainers.packed_graph, the default of long runs) against the same pack run through
     vmap on every call: the same numbers in float64 (fused biases round differently, nothing else),
     recorded once per distinct call, and recording leaves no trace in the state (the first step equal)."""
     with default_dtype(torch.float64):
