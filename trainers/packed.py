@@ -1,20 +1,13 @@
 """Train K trials that share a model together, as one vectorized model (issues 8 and 13).
 
-A sweep trains many copies of one small GAN that differ only in scalars (scale, lr, betas,
-seed); on a CPU such a step is mostly per-op overhead, so K members stepped together cost
-far less than K steps. Nothing here re-implements a model, normalizer, loss or BatchNorm:
-each member is a real ``trainers.loop.Trainer`` built under its seed (so its modules and
-checkpoints *are* the solo ones), the members' parameters and buffers are stacked
-(``torch.func.stack_module_state``), and the ordinary modules run on them member by member
-under ``torch.func.vmap`` + ``functional_call``: ``trainers.losses``, ``normalizers.update``
-and BatchNorm write the stacked buffers in place as a solo run writes its own. Per-member
-hyperparameters are tensors: the normalizer's scale is a buffer, Adam's lr/betas are
-columns of the small vectorized Adam below (torch.optim.Adam takes 1-element tensors only).
-z, real batches and penalty weights come from each member's own streams in the solo order.
-A diverged member is frozen: it draws nothing more and its rows are restored after every
-step. Members must share the normalizer (one module structure under vmap). Long runs replay each
-vmapped call as the aten graph recorded on its first call (trainers.packed_graph). Design,
-equivalence tolerances and measurements: docs/PACKED.md.
+On a CPU a small GAN's step is mostly per-op overhead, so K members stepped together cost far
+less than K steps. Nothing here re-implements a model, normalizer, loss or BatchNorm: each member
+is a real ``trainers.loop.Trainer`` built under its seed, their parameters and buffers are stacked
+(``stack_module_state``) and the ordinary modules run on them under ``vmap`` + ``functional_call``.
+Per-member hyperparameters are tensors (the scale a buffer, Adam's lr/betas columns of ``_Adam``);
+z, real batches and penalty weights come from each member's own streams in the solo order; a
+diverged member is frozen. Long runs replay each vmapped call as the aten graph recorded on its
+first call (trainers.packed_graph). Design, equivalence and measurements: docs/PACKED.md.
 """
 
 from __future__ import annotations
@@ -46,7 +39,6 @@ PER_MEMBER_KEYS = frozenset(
     {"scale", "lr_g", "lr_d", "beta1", "beta2", "seed", "divergence_threshold", "checkpoint_every", "diagnostics"}
 )
 """Config keys that may differ between the members of one pack; every other key must be equal."""
-PACKED_CHECKPOINT_FILE = "packed_checkpoint.pt"
 PACK_FORMAT = "snsweep-packed/1"
 REPLAY_MIN_ITERATIONS = 200
 """Recording a pack's graphs costs 1-3 s, about what replay saves over vmap in 200 steps (docs/PACKED.md)."""
@@ -58,9 +50,6 @@ def can_pack(cfgs: Sequence[TrainConfig]) -> tuple[bool, str]:
     cfgs = list(cfgs)
     if not cfgs:
         return False, "nothing to pack: no configurations"
-    for i, c in enumerate(cfgs):
-        if not isinstance(c, TrainConfig):
-            return False, f"member {i} is a {type(c).__name__}, not a TrainConfig"
     first, differing = cfgs[0].to_dict(), {}
     for i, c in enumerate(cfgs[1:], 1):
         for key, value in c.to_dict().items():
@@ -438,7 +427,7 @@ class PackedTrainer:
         return {"format": PACK_FORMAT, "step": self.step, "members": [self.member_state_dict(k) for k in range(self.K)]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict`'s output (or a list of member checkpoints: :meth:`load_members`)."""
+        """Resume from :meth:`state_dict`'s output (``torch.save`` it to keep it)."""
         if state.get("format") != PACK_FORMAT:
             raise ConfigError(f"not a packed checkpoint (format {state.get('format')!r}, expected {PACK_FORMAT!r})")
         if len(state["members"]) != self.K:
@@ -452,28 +441,8 @@ class PackedTrainer:
                 raise ConfigError(f"member {k} is at step {self.members[k].step}, the pack at {self.step}")
         self.opt_g.steps, self.opt_d.steps = self.step, self.step * self.cfg.n_dis
 
-    def load_members(self, states: Sequence[dict]) -> None:
-        """Resume from one ``Trainer``-format checkpoint per member (``save_member``'s, or a solo
-        ``Trainer``'s at the same step): every running member must be at the same step."""
-        steps = [int(st["step"]) for st in states]
-        running = {n for n, st in zip(steps, states, strict=True) if st.get("status") != "diverged"}
-        if len(running) > 1:
-            raise ConfigError(f"refusing to resume: running members are at different steps {sorted(running)}")
-        self.load_state_dict({"format": PACK_FORMAT, "step": max(running or steps), "members": list(states)})
-
-    def _write(self, obj: dict, directory: Path, filename: str) -> Path:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        torch.save(obj, tmp := Path(directory) / f".{filename}.tmp")
-        return tmp.replace(Path(directory) / filename)  # never a torn checkpoint
-
-    def save(self, directory: Path) -> Path:
-        """Write the whole pack to ``directory/packed_checkpoint.pt``."""
-        return self._write(self.state_dict(), directory, PACKED_CHECKPOINT_FILE)
-
-    def load(self, path: Path) -> None:
-        path = Path(path) / PACKED_CHECKPOINT_FILE if Path(path).is_dir() else Path(path)
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-
     def save_member(self, k: int, directory: Path) -> Path:
         """Write member k alone as ``directory/checkpoint.pt``, resumable by ``trainers.loop.Trainer``."""
-        return self._write(self.member_state_dict(k), directory, CHECKPOINT_FILE)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        torch.save(self.member_state_dict(k), tmp := Path(directory) / f".{CHECKPOINT_FILE}.tmp")
+        return tmp.replace(Path(directory) / CHECKPOINT_FILE)  # never a torn checkpoint
