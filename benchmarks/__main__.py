@@ -255,7 +255,8 @@ def _render_packed(r: dict[str, Any]) -> str:
         "",
         "| workload | sequential trial-it/s | packed trial-it/s | **speedup (CPU time)** | speedup (wall) |"
         " vmap on every call: speedup (CPU) |"
-        + (" baseline trial-it/s | baseline speedup (CPU) | packed / baseline (CPU) |" if base else ""),
+        + (" baseline trial-it/s | baseline speedup (CPU) | packed / baseline (CPU, median and range of the"
+           " per-repeat ratios) |" if base else ""),
         "|---|---|---|---|---|---|" + ("---|---|---|" if base else ""),
     ]
     for name, x in r["workloads"].items():
@@ -265,7 +266,8 @@ def _render_packed(r: dict[str, Any]) -> str:
             f"| {name} ({desc}) | {x['sequential_cpu_trial_it_per_s']:.1f} | {x['packed_cpu_trial_it_per_s']:.1f} | "
             f"**{x['speedup_cpu']:.2f}x** | {x['speedup_wall']:.2f}x | {x['vmap_speedup_cpu']:.2f}x |"
             + (f" {x['baseline_cpu_trial_it_per_s']:.1f} | {x['baseline_speedup_cpu']:.2f}x | "
-               f"{x['speedup_cpu'] / x['baseline_speedup_cpu']:.2f} |" if base else "")
+               f"{x['packed_over_baseline_cpu']:.2f} ({x['packed_over_baseline_cpu_range'][0]:.2f}-"
+               f"{x['packed_over_baseline_cpu_range'][1]:.2f}) |" if base else "")
         )  # fmt: skip
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Packed training (trainers.packed) vs the same trials one after another (trainers.loop.Trainer).
 
-    python -m benchmarks.bench_packed [--members 16] [--steps 20] [--repeats 5] [--threads 1]
+    python -m benchmarks.bench_packed [--members 16] [--steps 20] [--repeats 9] [--threads 1]
                                       [--normalizer sn] [--baseline OTHER_PACKED.py]
     python -m benchmarks.bench_packed --equivalence      # float32 drift table for docs/PACKED.md
     python -m benchmarks.bench_packed --layouts          # vmap's own rules vs the pack's layout rules
@@ -17,7 +17,9 @@ a sweep runs on a CPU; 0 keeps torch's default for both). ``--baseline FILE`` (o
 another implementation, e.g. a copy of the one this replaced, timed in the same run on the
 same configurations. Repeats interleave the sides (rotating which goes first) so drifting
 machine load hits all alike; the table reports medians of wall time and of process CPU
-time, which is far less sensitive to other jobs on a shared machine. ``run(...)`` returns
+time, which is far less sensitive to other jobs on a shared machine, and, with a baseline,
+packed / baseline as the median (and range) of the per-repeat ratios: each pairs two runs
+made minutes apart, so it cancels the slow drifts that move both sides. ``run(...)`` returns
 the numbers.
 
 Workloads: ``mlp`` is the 2D toy (ring, width 0.5, latent 8, batch 64, as
@@ -123,7 +125,7 @@ def run(
     workloads: tuple[str, ...] = ("mlp", "cnn", "cnn_b8"),
     members: int = 16,
     steps: int = 20,
-    repeats: int = 5,
+    repeats: int = 9,
     warmup: int = 3,
     threads: int = 1,
     n_dis: int = 1,
@@ -152,7 +154,7 @@ def run(
                 for side in order:
                     times[side].append(sides[side](cfgs, steps, warmup))
             work = members * steps
-            row: dict[str, float] = {}
+            row: dict[str, Any] = {}
             for i, clock in enumerate(("wall", "cpu")):
                 s = statistics.median(x[i] for x in times["sequential"])
                 row[f"sequential_{clock}_s"] = s
@@ -163,6 +165,10 @@ def run(
                         row[f"{side}_{clock}_s"] = p
                         row[f"{side}_{clock}_trial_it_per_s"] = work / p
                         row[f"{'speedup' if side == 'packed' else side + '_speedup'}_{clock}"] = s / p
+                if "baseline" in sides:  # paired: both sides of repeat r ran minutes apart
+                    ratios = sorted(b[i] / x[i] for b, x in zip(times["baseline"], times["packed"], strict=True))
+                    row[f"packed_over_baseline_{clock}"] = statistics.median(ratios)
+                    row[f"packed_over_baseline_{clock}_range"] = (ratios[0], ratios[-1])
             out["workloads"][name] = row
         return out
     finally:
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workloads", nargs="+", default=["mlp", "cnn", "cnn_b8"], choices=sorted(WORKLOADS))
     ap.add_argument("--members", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0 = torch default)")
     ap.add_argument("--n-dis", type=int, default=1)
@@ -324,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row[f'packed_{clock}_trial_it_per_s']:>12.1f} {row[f'speedup_{clock}']:>7.2f}x"
                 f" {row[f'vmap_{clock}_trial_it_per_s']:>10.1f} {row[f'vmap_speedup_{clock}']:>7.2f}x"
                 + (f" {row[f'baseline_{clock}_trial_it_per_s']:>14.1f} {row[f'baseline_speedup_{clock}']:>7.2f}x"
-                   if base else "")
+                   f"  packed/baseline {row[f'packed_over_baseline_{clock}']:.2f}"
+                   " ({:.2f}-{:.2f})".format(*row[f"packed_over_baseline_{clock}_range"]) if base else "")
             )  # fmt: skip
 
 
