@@ -2,8 +2,9 @@
 
 On a CPU a small GAN's step is mostly per-op overhead, so K members stepped together cost far
 less than K steps. Nothing here re-implements a model, normalizer, loss or BatchNorm: each member
-is a real ``trainers.loop.Trainer`` built under its seed, their parameters and buffers are stacked
-(``stack_module_state``) and the ordinary modules run on them under ``vmap`` + ``functional_call``.
+is a real ``trainers.loop.Trainer`` built under its seed (its modules and checkpoints are the
+solo ones), their parameters and buffers are stacked (``stack_module_state``), and the ordinary
+modules run on them under ``vmap`` + ``functional_call``.
 Per-member hyperparameters are tensors (the scale a buffer, Adam's lr/betas columns of ``_Adam``);
 z, real batches and penalty weights come from each member's own streams in the solo order; a
 diverged member is frozen. Long runs replay each vmapped call as the aten graph recorded on its
@@ -68,7 +69,8 @@ def can_pack(cfgs: Sequence[TrainConfig]) -> tuple[bool, str]:
 
 
 class _Adam:
-    """torch.optim.Adam (eps 1e-8, no weight decay) over a (K, P) tensor with per-member lr/betas.
+    """torch.optim.Adam (eps 1e-8, no weight decay) over a (K, P) tensor with per-member lr/betas
+    (torch's Adam takes one lr and one pair of betas per tensor, 1-element tensors at most).
 
     Bitwise equal to ``torch.optim.Adam``'s single-tensor CPU update: bias corrections are
     Python doubles per member, rounded to the parameter dtype where torch rounds its
