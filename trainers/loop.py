@@ -112,6 +112,16 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def write_checkpoint(state: dict, directory: Path) -> Path:
+    """``torch.save`` ``state`` as ``directory/checkpoint.pt`` through a temporary file and a rename,
+    so that a crash mid-write never leaves a torn checkpoint (solo and packed runs alike)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{CHECKPOINT_FILE}.tmp"
+    torch.save(state, tmp)
+    return tmp.replace(directory / CHECKPOINT_FILE)
+
+
 class Trainer:
     """Holds the state of one run; ``run()`` trains to ``cfg.iterations``.
 
@@ -226,13 +236,7 @@ class Trainer:
         state = self.state_dict()
         if not self.is_main:
             return None
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / CHECKPOINT_FILE
-        tmp = directory / f".{CHECKPOINT_FILE}.tmp"
-        torch.save(state, tmp)
-        tmp.replace(path)  # a crash mid-write never leaves a torn checkpoint
-        return path
+        return write_checkpoint(state, directory)
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint; refuse one written by a different configuration."""

@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from trainers import normalizers
 from trainers.config import ConfigError, TrainConfig
 from trainers.diagnostics import gradient_norms
-from trainers.loop import CHECKPOINT_FILE, Progress, Trainer, TrainResult
+from trainers.loop import Progress, Trainer, TrainResult, write_checkpoint
 from trainers.losses import LOSSES, penalty_alpha
 from trainers.packed_graph import record
 from trainers.packed_layout import pack_layout
@@ -445,6 +445,4 @@ class PackedTrainer:
 
     def save_member(self, k: int, directory: Path) -> Path:
         """Write member k alone as ``directory/checkpoint.pt``, resumable by ``trainers.loop.Trainer``."""
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        torch.save(self.member_state_dict(k), tmp := Path(directory) / f".{CHECKPOINT_FILE}.tmp")
-        return tmp.replace(Path(directory) / CHECKPOINT_FILE)  # never a torn checkpoint
+        return write_checkpoint(self.member_state_dict(k), directory)
