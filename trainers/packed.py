@@ -4,11 +4,11 @@ On a CPU a small GAN's step is mostly per-op overhead, so K members stepped toge
 less than K steps. Nothing here re-implements a model, normalizer, loss or BatchNorm: each member
 is a real ``trainers.loop.Trainer`` built under its seed (its modules and checkpoints are the
 solo ones), their parameters and buffers are stacked (``stack_module_state``), and the ordinary
-modules run on them under ``vmap`` + ``functional_call``.
-Per-member hyperparameters are tensors (the scale a buffer, Adam's lr/betas columns of ``_Adam``);
-z, real batches and penalty weights come from each member's own streams in the solo order; a
-diverged member is frozen. Long runs replay each vmapped call as the aten graph recorded on its
-first call (trainers.packed_graph). Design, equivalence and measurements: docs/PACKED.md.
+modules run on them under ``vmap`` + ``functional_call``. Per-member hyperparameters are tensors
+(the scale a buffer, Adam's lr/betas columns of ``_Adam``); z, real batches and penalty weights
+come from each member's own streams in the solo order; a diverged member is frozen. Long runs
+replay each vmapped call as the aten graph recorded on its first call (trainers.packed_graph).
+Design, equivalence and measurements: docs/PACKED.md.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
 
     from sweeper.run.reporting import OBJECTIVE, TuneReporter, penalty, save_preview, trial_config
     from trainers.config import TrainConfig
-    from trainers.loop import CHECKPOINT_FILE
+    from trainers.loop import CHECKPOINT_FILE, write_checkpoint
     from trainers.packed import PackedTrainer
 
     cfgs = [TrainConfig.from_dict(trial_config(m, ctx)) for m in config[PACK_KEY]]
@@ -145,7 +145,7 @@ def run_pack_trial(config: dict[str, Any], ctx: Any) -> None:
         values = [out[f"m{i}/{OBJECTIVE}"] for i, p in enumerate(progress) if p is not None]
         out[OBJECTIVE] = better(values) if values else penalty(ctx.mode)
         with tempfile.TemporaryDirectory() as d:
-            torch.save(trainer.state_dict(), Path(d) / CHECKPOINT_FILE)
+            write_checkpoint(trainer.state_dict(), Path(d))
             for i, p in enumerate(progress):
                 if p is not None and p.samples is not None:
                     save_preview(p.samples, Path(d) / f"samples_m{i}.png")
