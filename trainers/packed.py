@@ -1,13 +1,9 @@
-"""Train K trials that share a model together, as one vectorized model (issues 8 and 13).
+"""Train K trials that share a model as one vectorized model: on a CPU a small GAN's step is
+mostly per-op overhead, so K members stepped together cost far less than K steps.
 
-On a CPU a small GAN's step is mostly per-op overhead, so K members stepped together cost far
-less than K steps. Nothing here re-implements a model, normalizer, loss or BatchNorm: each member
-is a real ``trainers.loop.Trainer`` built under its seed (its modules and checkpoints are the
-solo ones), their parameters and buffers are stacked (``stack_module_state``), and the ordinary
-modules run on them under ``vmap`` + ``functional_call``. Per-member hyperparameters are tensors
-(the scale a buffer, Adam's lr/betas columns of ``_Adam``); z, real batches and penalty weights
-come from each member's own streams in the solo order; a diverged member is frozen. Long runs
-replay each vmapped call as the aten graph recorded on its first call (trainers.packed_graph).
+Nothing here re-implements a model, normalizer, loss or BatchNorm: each member is a real
+``trainers.loop.Trainer``, and the ordinary modules run on the members' stacked state under
+``vmap`` + ``functional_call`` (or replay that call's recorded graph: trainers.packed_graph).
 Design, equivalence and measurements: docs/PACKED.md.
 """
 
@@ -46,36 +42,25 @@ REPLAY_MIN_ITERATIONS = 200
 
 
 def can_pack(cfgs: Sequence[TrainConfig]) -> tuple[bool, str]:
-    """(True, "") when ``cfgs`` can train as one pack, else (False, a one-line reason naming every
-    differing key with each member's value; only :data:`PER_MEMBER_KEYS` may differ)."""
-    cfgs = list(cfgs)
+    """(True, "") when ``cfgs`` can train as one pack, else (False, one line naming each differing key)."""
     if not cfgs:
         return False, "nothing to pack: no configurations"
-    first, differing = cfgs[0].to_dict(), {}
-    for i, c in enumerate(cfgs[1:], 1):
-        for key, value in c.to_dict().items():
-            if key not in PER_MEMBER_KEYS and value != first[key]:
-                differing.setdefault(key, []).append(f"member {i} {value!r}")
-    if not differing:
+    d = [c.to_dict() for c in cfgs]
+    keys = sorted(k for k in d[0] if k not in PER_MEMBER_KEYS and any(m[k] != d[0][k] for m in d))
+    if not keys:
         return True, ""
-    detail = "; ".join(f"{k}: member 0 {first[k]!r} vs {', '.join(v)}" for k, v in sorted(differing.items()))
+    detail = "; ".join(f"{k}: member 0 {d[0][k]!r} vs " + ", ".join(f"member {i} {m[k]!r}" for i, m in enumerate(d)
+                       if m[k] != d[0][k]) for k in keys)  # fmt: skip
     why = (" (vmap runs one module structure, and normalizers differ in parameters and buffers, e.g. bsn keeps two "
            "power-iteration states per conv where sn keeps one: pack each normalizer separately)")  # fmt: skip
-    keys = ", ".join(sorted(differing))
-    return False, (
-        f"the configurations do not share a model: differing key(s) {keys} ({detail}); only "
-        f"{', '.join(sorted(PER_MEMBER_KEYS))} may differ within a pack{why if 'normalizer' in differing else ''}"
-    )
+    return False, (f"the configurations do not share a model: differing key(s) {', '.join(keys)} ({detail}); only "
+                   f"{', '.join(sorted(PER_MEMBER_KEYS))} may differ within a pack{why * ('normalizer' in keys)}")
 
 
 class _Adam:
-    """torch.optim.Adam (eps 1e-8, no weight decay) over a (K, P) tensor with per-member lr/betas
-    (torch's Adam takes one lr and one pair of betas per tensor, 1-element tensors at most).
-
-    Bitwise equal to ``torch.optim.Adam``'s single-tensor CPU update: bias corrections are
-    Python doubles per member, rounded to the parameter dtype where torch rounds its
-    scalars, and every elementwise op is the one torch uses, in the same order.
-    """
+    """torch.optim.Adam (eps 1e-8, no weight decay) over a (K, P) tensor with per-member lr/betas, which
+    torch's Adam cannot take (one lr per tensor). Bitwise equal to its single-tensor CPU update: the
+    same ops in the same order, bias corrections as Python doubles rounded where torch rounds them."""
 
     def __init__(self, flat: Tensor, lrs: Sequence[float], beta1s: Sequence[float], beta2s: Sequence[float]):
         self.flat, self.lrs, self.beta1s, self.beta2s = flat, list(lrs), list(beta1s), list(beta2s)
@@ -114,13 +99,9 @@ class _Call(nn.Module):
 
 
 class _Stack:
-    """One network of all K members: the ordinary module run on stacked tensors under vmap.
-
-    Parameters live in one flat (K, P) tensor (Adam is a handful of ops for the whole net);
-    the module sees (K, *shape) views of it, 4-D weights laid out channels-last per member so
-    that the grouped convolutions vmap makes of a conv layer run oneDNN's NHWC kernels.
-    Buffers are stacked copies that the vmapped code updates in place.
-    """
+    """One network of all K members: the ordinary module run on stacked tensors under vmap. Parameters
+    live in one flat (K, P) tensor (Adam is a few ops for the net), seen as (K, *shape) views, 4-D
+    weights channels-last per member (oneDNN's NHWC kernels); buffers are stacked copies."""
 
     def __init__(self, modules: list[nn.Module], layout: bool = True, wide_bn: bool = False):
         template = copy.deepcopy(modules[0])
@@ -226,16 +207,12 @@ def _update_and_g_loss(loss: Any, D: nn.Module, fake: Tensor) -> Tensor:
 
 
 class PackedTrainer:
-    """K trials of one model trained together; ``run()`` trains all to ``iterations``.
-
-    ``members[k]`` is member k's ``Trainer``: its bookkeeping (step, history, best, status) is
-    live, its modules and optimizers hold the packed state after :meth:`member_state_dict`.
-    """
+    """K trials of one model trained together. ``members[k]`` is member k's ``Trainer``: its bookkeeping
+    (step, history, best, status) is live, its modules hold the packed state after :meth:`member_state_dict`."""
 
     replay: bool | None = None
-    """Run the step's calls as graphs recorded on their first call (trainers.packed_graph), or through
-    vmap on every call (False). None: replay when the run is long enough to repay the recording,
-    ``iterations >= REPLAY_MIN_ITERATIONS`` (a config-only rule, so a resumed run decides alike)."""
+    """Replay each call's graph recorded on its first call, or run vmap on every call (False). None: replay
+    when ``iterations >= REPLAY_MIN_ITERATIONS`` (a config-only rule, so a resumed run decides alike)."""
 
     def __init__(self, cfgs: Sequence[TrainConfig]):
         cfgs = list(cfgs)
@@ -338,12 +315,9 @@ class PackedTrainer:
             self.G.call.train()
 
     def run(self, report: Callable[[int, list[Progress | None]], None] | None = None) -> list[TrainResult]:
-        """Train every member to ``iterations``; one ``TrainResult`` per member, in order.
-
-        ``report(step, progress)`` is called at every step where some member reports (each
-        evaluation step, and the step where a member diverges); ``progress[k]`` is member k's
-        ``Progress`` (``Trainer``'s, from ``Trainer.record``) or None when member k stopped earlier.
-        """
+        """Train every member to ``iterations``; one ``TrainResult`` per member, in order. ``report(step,
+        progress)`` runs at each evaluation step and where a member diverges; ``progress[k]`` is member k's
+        ``Progress`` (made by ``Trainer.record``), None once member k has stopped."""
         t0, ms, walls = time.perf_counter(), self.members, [0.0] * self.K
         if report is not None and self.step >= self.cfg.iterations and any(self.history):  # restored at the end
             report(self.step, [self._own(k, t.closing_progress()) if k in self._running() and t.history else None
@@ -414,16 +388,6 @@ class PackedTrainer:
         with self._member_rng(k):
             return {**t.state_dict(), "status": t.status, "error": t.error}  # Trainer ignores the last two
 
-    def load_member_state_dict(self, k: int, state: dict) -> None:
-        """Load a ``Trainer``-format checkpoint into member k (the pack's step: :meth:`load_state_dict`)."""
-        t = self.members[k]
-        with self._member_rng(k):
-            t.load_state_dict(state, f"member {k}")
-        t.status = "diverged" if state.get("status") == "diverged" else "completed"
-        t.error = state.get("error", "")
-        self._sync(k, into_member=False)
-        self.D(_prime)
-
     def state_dict(self) -> dict:
         """The whole pack: every member's ``Trainer``-format checkpoint plus the pack's step."""
         return {"format": PACK_FORMAT, "step": self.step, "members": [self.member_state_dict(k) for k in range(self.K)]}
@@ -434,13 +398,18 @@ class PackedTrainer:
             raise ConfigError(f"not a packed checkpoint (format {state.get('format')!r}, expected {PACK_FORMAT!r})")
         if len(state["members"]) != self.K:
             raise ConfigError(f"refusing to resume: the checkpoint packs {len(state['members'])} members, not {self.K}")
-        self.step, self._snapshots = int(state["step"]), {}
-        for k, member in enumerate(state["members"]):
-            self.load_member_state_dict(k, member)
-            if self.members[k].status == "diverged":
-                self._snapshots[k] = [t[k].clone() for t in self._rows()]
-            elif self.members[k].step != self.step:
-                raise ConfigError(f"member {k} is at step {self.members[k].step}, the pack at {self.step}")
+        self.step = int(state["step"])
+        for k, (t, member) in enumerate(zip(self.members, state["members"], strict=True)):
+            with self._member_rng(k):
+                t.load_state_dict(member, f"member {k}")
+            t.status = "diverged" if member.get("status") == "diverged" else "completed"
+            t.error = member.get("error", "")
+            self._sync(k, into_member=False)
+            if t.status != "diverged" and t.step != self.step:
+                raise ConfigError(f"member {k} is at step {t.step}, the pack at {self.step}")
+        self.D(_prime)
+        frozen = [k for k, t in enumerate(self.members) if t.status == "diverged"]
+        self._snapshots = {k: [row[k].clone() for row in self._rows()] for k in frozen}
         self.opt_g.steps, self.opt_d.steps = self.step, self.step * self.cfg.n_dis
 
     def save_member(self, k: int, directory: Path) -> Path:

@@ -1,14 +1,9 @@
-"""Record a packed call once as a graph of plain aten ops and replay it (issue 13, docs/PACKED.md).
+"""Record a packed call once as a graph of plain aten ops and replay it (docs/PACKED.md).
 
-``torch.func.vmap`` + ``functional_call`` re-derive the batched ops of the ordinary modules on
-every call: batching rules, the parameter swap, and the views and reshapes the rules insert.
-On a CPU, where a small GAN's step is mostly per-op overhead, that made the pack slower than
-the hand-written one it replaced. ``record`` traces the same vmapped call once
-(``make_fx``: the ops vmap actually runs, on the stacked tensors) and tidies the graph; the
-replay runs those ops, nothing else. The graph is generated from the ordinary modules, so
-nothing here knows a model or a normalizer: the tidying passes are generic, and each keeps
-the values (bitwise, except that fusing a bias into its matmul or convolution rounds as the
-solo run's ``F.linear``/``F.conv2d`` do; tests/test_packed.py compares replay with vmap).
+``vmap`` + ``functional_call`` re-derive the batched ops of the ordinary modules on every call,
+which on a CPU (a small GAN's step is mostly per-op overhead) costs more than the ops. ``record``
+traces the vmapped call once (``make_fx``) and tidies the graph with generic passes that keep the
+values: bitwise, except that a fused Linear bias rounds as the solo ``F.linear`` does.
 """
 
 from __future__ import annotations
@@ -74,9 +69,9 @@ def _no_op_view(n: Node) -> Node | None:
     return None
 
 
-def _fuse_bias(g: Any, add: Node) -> bool:
-    """``add(bmm(x, w), b)`` -> ``baddbmm(b, x, w)`` (Linear); ``add(permute(view(conv(x, w, None))), b)``
-    -> ``permute(view(conv(x, w, b)))`` (the grouped convolutions vmap makes of Conv2d/ConvTranspose2d)."""
+def _fuse_bias(g: Any, add: Node) -> None:
+    """``add(bmm(x, w), b)`` -> ``baddbmm(b, x, w)``: the batched Linear vmap makes, bias fused as in
+    ``F.linear`` (the same fusion for the grouped convolutions measured no faster, and is not done)."""
     for y, b in (add.args, add.args[::-1]):
         if _is(y, _aten.bmm.default) and len(y.users) == 1:
             (k, n, o), bias = _meta(y)[0], _meta(b)  # type: ignore[index]
@@ -86,25 +81,7 @@ def _fuse_bias(g: Any, add: Node) -> bool:
                 fused.meta = dict(add.meta)
                 _drop(add, fused)
                 g.erase_node(y)
-                return True
-        view = y.args[0] if _is(y, _aten.permute.default) and list(y.args[1]) == [1, 0, 2, 3, 4] else None
-        conv = view.args[0] if _is(view, _aten.view.default) else None
-        if not _is(conv, _aten.convolution.default) or conv.args[2] is not None:  # type: ignore[union-attr]
-            continue
-        if any(len(m.users) != 1 for m in (conv, view, y)):  # type: ignore[union-attr]
-            continue
-        root = b
-        while _is(root, _aten.view.default) or _is(root, _aten.unsqueeze.default):
-            root = root.args[0]
-        k, _, c, *_ = _meta(y)[0]  # type: ignore[index]
-        if _meta(b) is None or _meta(b)[0] != (k, 1, c, 1, 1) or (_meta(root) or ((),))[0] != (k, c):  # type: ignore[index]
-            continue
-        with g.inserting_before(conv):
-            flat = g.call_function(_aten.reshape.default, (root, [k * c]))
-        conv.args = (*conv.args[:2], flat, *conv.args[3:])  # type: ignore[union-attr]
-        _drop(add, y)
-        return True
-    return False
+                return
 
 
 def _tidy(gm: GraphModule) -> GraphModule:

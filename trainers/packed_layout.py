@@ -1,9 +1,6 @@
-"""How packed members' ordinary layers execute under vmap: memory layout and BatchNorm, chosen by measurement.
-
-Per member, both rules compute the module's own maths; they change only how the K members' work is
-laid out for the CPU kernels. Kept because vmap's own batching rules measured slower on the same
-workload (docs/PACKED.md): at batch 32 the G step took 69.6 ms with them against 49.6 ms with these.
-"""
+"""How packed members' ordinary layers execute under vmap: memory layout and BatchNorm. Per member both
+compute the module's own maths; they only lay the K members' work out for the CPU kernels, which
+measured faster than vmap's own rules (G step at batch 32: 49.6 against 69.6 ms; docs/PACKED.md)."""
 
 from __future__ import annotations
 
@@ -16,9 +13,8 @@ from torch import Tensor, nn
 
 
 class _ChannelsLast(torch.autograd.Function):
-    """Identity per member; under vmap, lays the K members' (N, C, H, W) out as one channels-last
-    (N, K*C, H, W) tensor: the grouped convolutions vmap makes of conv layers then run oneDNN's
-    NHWC kernels, and every later layer keeps the layout (docs/PACKED.md, measured)."""
+    """Identity per member; under vmap, the K members' (N, C, H, W) as one channels-last (N, K*C, H, W)
+    tensor, so that the grouped convolutions vmap makes run oneDNN's NHWC kernels (later layers keep it)."""
 
     generate_vmap_rule = False
 
@@ -42,10 +38,9 @@ class _ChannelsLast(torch.autograd.Function):
 
 
 class _WideBatchNorm(torch.autograd.Function):
-    """Train-mode ``F.batch_norm`` per member; under vmap one batch_norm over (N, K*C, ...), whose
-    channels are (member, channel): per-member statistics, affine fused, layout kept (torch's own
-    vmap rule applies the affine separately on a permuted layout, 1.3x slower for G; docs/PACKED.md).
-    No backward of its own: used in G only, which no transform differentiates twice."""
+    """Train-mode ``F.batch_norm`` per member; under vmap one batch_norm over (N, K*C, ...) channels:
+    per-member statistics, affine fused, layout kept (torch's rule permutes, 1.3x slower for G). G only
+    (no transform differentiates G twice, so no backward of its own)."""
 
     generate_vmap_rule = False
 
@@ -74,8 +69,7 @@ def _wide_batch_norm(m: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
 
 
 def pack_layout(module: nn.Module, wide_bn: bool) -> nn.Module:
-    """The packed execution of the ordinary layers: channels-last from the first convolution on,
-    BatchNorm as one wide BatchNorm (train mode). Per member, both are the module's own maths."""
+    """``module`` channels-last from its first convolution on, its BatchNorms wide (train mode)."""
     convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     if convs:
         convs[0].register_forward_pre_hook(lambda m, args: (_ChannelsLast.apply(args[0]), *args[1:]))
