@@ -300,6 +300,10 @@ class PackedTrainer:
                         t[k].copy_(row)
         return loss_d.detach().tolist(), loss_g.detach().tolist()
 
+    def _freeze(self, k: int) -> None:
+        """Keep diverged member k's rows as they are now; every later step puts them back."""
+        self._snapshots[k] = [row[k].clone() for row in self._rows()]
+
     def _rows(self) -> list[Tensor]:
         return [self.G.flat, *self.G.buffers.values(), self.D.flat, *self.D.buffers.values(),
                 self.opt_g.m, self.opt_g.v, self.opt_d.m, self.opt_d.v]  # fmt: skip
@@ -335,7 +339,7 @@ class PackedTrainer:
                 grads = self._gradient_norms(k) if is_eval and ms[k].cfg.diagnostics else {}
                 p = ms[k].record(losses[0][k], losses[1][k], grads, is_eval, None if samples is None else samples[k])
                 if ms[k].status == "diverged":
-                    self._snapshots[k] = [t[k].clone() for t in self._rows()]
+                    self._freeze(k)
                 if p is not None:
                     progress[k], walls[k] = self._own(k, p), time.perf_counter() - t0 if p.done else 0.0
             if report is not None and any(p is not None for p in progress):
@@ -408,8 +412,9 @@ class PackedTrainer:
             if t.status != "diverged" and t.step != self.step:
                 raise ConfigError(f"member {k} is at step {t.step}, the pack at {self.step}")
         self.D(_prime)
-        frozen = [k for k, t in enumerate(self.members) if t.status == "diverged"]
-        self._snapshots = {k: [row[k].clone() for row in self._rows()] for k in frozen}
+        self._snapshots = {}
+        for k in set(range(self.K)) - set(self._running()):
+            self._freeze(k)
         self.opt_g.steps, self.opt_d.steps = self.step, self.step * self.cfg.n_dis
 
     def save_member(self, k: int, directory: Path) -> Path:
